@@ -1,0 +1,138 @@
+"""Export a loaded causal LM to one ONNX decoder graph with a KV cache, and read back its input/output names.
+
+optimum's "text-generation-with-past" export gives a single graph that takes `past_key_values.{i}.key/value`
+of shape (batch, kv_heads, past_len, head_size), also with past_len 0 for the prompt, and returns `logits`
+(batch, seq, vocab) and `present.{i}.key/value` (batch, kv_heads, past_len + seq, head_size).
+This file does not validate numbers or quantize; it checks only that the graph has the expected shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memgpt_runtime.errors import ExportError
+from memgpt_runtime.manifest import GraphSpec, KVCacheSpec
+
+from .architectures import ModelShape
+
+MODEL_FILE = "model.onnx"
+EXTERNAL_DATA_FILE = "model.onnx.data"
+PROTOBUF_LIMIT = 2**31 - 1  # bytes; a larger model must keep its weights in an external data file
+PAST_KEY, PAST_VALUE = "past_key_values.{i}.key", "past_key_values.{i}.value"
+PRESENT_KEY, PRESENT_VALUE = "present.{i}.key", "present.{i}.value"
+
+
+@dataclass(frozen=True)
+class DecoderGraph:
+    """What the runtime and the validator need to know to feed the graph."""
+
+    graph: GraphSpec
+    kv_cache: KVCacheSpec
+    vocab_size: int  # the logits dimension, which may exceed the tokenizer's vocabulary (padding rows)
+
+
+def export_onnx(model: Any, workdir: Path) -> Path:
+    """Export `model` with optimum into `workdir`; return the path of the fp32 `model.onnx`."""
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    quiet = [logging.getLogger(name) for name in ("optimum", "transformers", "torch.onnx")]
+    levels = [log.level for log in quiet]
+    try:
+        for log in quiet:
+            log.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about Python control flow are expected here
+            onnx_export_from_model(model, workdir, task="text-generation-with-past", do_validation=False)
+    except ExportError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {first}); this model may need a newer optimum") from None
+    finally:
+        for log, level in zip(quiet, levels):
+            log.setLevel(level)
+    path = workdir / MODEL_FILE
+    if not path.is_file():
+        raise ExportError(f"optimum wrote no {MODEL_FILE} in {workdir}; this model may need a newer optimum")
+    return path
+
+
+def read_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
+    """Read the graph's names and check them against the architecture's shape (layers, KV heads, head size)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    inputs = {i.name: _dims(i) for i in proto.graph.input}
+    outputs = {o.name: _dims(o) for o in proto.graph.output}
+    expected = [t.format(i=i) for i in range(shape.num_layers) for t in (PAST_KEY, PAST_VALUE)]
+    missing = [name for name in ["input_ids", *expected] if name not in inputs]
+    missing += [name for name in ["logits"] if name not in outputs]
+    if missing:
+        raise ExportError(f"the exported graph lacks {', '.join(missing[:4])}; this model's ONNX export is not supported")
+    past = inputs[PAST_KEY.format(i=0)]  # (batch, kv_heads, past_len, head_size)
+    if past[1] != shape.num_kv_heads or past[3] != shape.head_size:
+        raise ExportError(
+            f"the exported KV cache is {past}, expected (batch, {shape.num_kv_heads}, past_len, {shape.head_size}); "
+            "the architecture entry disagrees with the graph"
+        )
+    vocab = outputs["logits"][2]
+    if not isinstance(vocab, int):
+        raise ExportError("the exported logits have no fixed vocabulary dimension; this export is not supported")
+    graph = GraphSpec(
+        input_ids="input_ids",
+        attention_mask="attention_mask" if "attention_mask" in inputs else None,
+        position_ids="position_ids" if "position_ids" in inputs else None,
+        logits="logits",
+    )
+    kv = KVCacheSpec(
+        layout="concat",
+        num_layers=shape.num_layers,
+        num_kv_heads=shape.num_kv_heads,
+        head_size=shape.head_size,
+        past_key=PAST_KEY,
+        past_value=PAST_VALUE,
+        present_key=PRESENT_KEY,
+        present_value=PRESENT_VALUE,
+    )
+    return DecoderGraph(graph, kv, vocab)
+
+
+def save_onnx(proto: Any, folder: Path) -> str:
+    """Write `proto` as `folder/model.onnx`: one file below 2GB, else weights in `model.onnx.data`."""
+    import onnx
+
+    path = folder / MODEL_FILE
+    large = proto.ByteSize() > PROTOBUF_LIMIT if _all_data_inline(proto) else True
+    if large:
+        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=EXTERNAL_DATA_FILE, size_threshold=1024)
+    else:
+        onnx.save_model(proto, str(path))
+    return MODEL_FILE
+
+
+def move_fp32_graph(path: Path, folder: Path) -> str:
+    """Move the exported fp32 graph into `folder` as one file if it fits, else with its external data."""
+    import onnx
+
+    data_files = [p for p in path.parent.iterdir() if p.name != path.name and p.name.startswith(path.name)]
+    if not data_files:
+        shutil.move(str(path), str(folder / MODEL_FILE))
+        return MODEL_FILE
+    return save_onnx(onnx.load(str(path)), folder)  # rewrite external data under our own name (or inline it)
+
+
+def _all_data_inline(proto: Any) -> bool:
+    from onnx.external_data_helper import uses_external_data
+
+    return not any(uses_external_data(t) for t in proto.graph.initializer)
+
+
+def _dims(value_info: Any) -> tuple:
+    return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim)

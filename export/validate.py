@@ -1,0 +1,149 @@
+"""Check an exported graph against the PyTorch model: max abs difference of logits on a few prompts.
+
+Three cases cover how the runtime will call the graph: a prompt with an empty past; a prompt split into a
+prefix then continuation chunks fed with the returned past; and a batch of two prompts of different lengths,
+left-padded with an attention mask, prefilled and then stepped once with the past. Padded positions are not
+compared (their logits are meaningless). The fp32 graph must stay within a tolerance; quantized graphs are
+only measured. This file does not export or quantize.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memgpt_runtime.errors import ExportError
+
+from .onnx_graph import DecoderGraph
+
+FP32_TOLERANCE = 1e-3
+PROMPTS = (
+    "The capital of France is Paris, and the capital of Japan is",
+    "Hello! Count with me: 1 2 3 4",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One validation input. `chunks` are the lengths fed per graph call; the first call has an empty past."""
+
+    name: str
+    input_ids: np.ndarray  # (batch, seq) int64, left-padded
+    attention_mask: np.ndarray  # (batch, seq) int64, 0 on padding
+    chunks: tuple[int, ...]
+
+    @property
+    def position_ids(self) -> np.ndarray:
+        # as transformers generate(): positions count real tokens only; padding gets 1 (any value works)
+        pos = np.cumsum(self.attention_mask, axis=1) - 1
+        return np.where(self.attention_mask == 0, 1, pos).astype(np.int64)
+
+
+def validation_cases(tokenizer: Any, vocab_size: int, context_length: int) -> list[Case]:
+    """Build the three cases from PROMPTS encoded by the model's own tokenizer."""
+    limit = min(24, context_length - 2)
+    rows = [[i for i in tokenizer(text)["input_ids"] if i < vocab_size][:limit] for text in PROMPTS]
+    rows = [r if len(r) >= 4 else (r + list(range(4)))[:4] for r in rows]  # tiny tokenizers may merge a lot
+    long, short = rows[0], rows[1][: max(2, len(rows[0]) - 3)]
+    single = np.array([long], dtype=np.int64)
+    split = (len(long) - 3, 2, 1)  # prefix, a 2-token chunk, a 1-token step
+    width = max(len(long), len(short))
+    padded = np.zeros((2, width + 1), dtype=np.int64)  # (2, width + 1): the last column is the decode step
+    mask = np.zeros_like(padded)
+    for row, ids in enumerate((long, short)):
+        padded[row, width - len(ids) : width] = ids
+        mask[row, width - len(ids) :] = 1
+    padded[:, width] = long[0]  # the token fed in the single decode step
+    return [
+        Case("prompt", single, np.ones_like(single), (len(long),)),
+        Case("prompt_then_past", single, np.ones_like(single), split),
+        Case("left_padded_batch", padded, mask, (width, 1)),
+    ]
+
+
+def torch_reference(model: Any, cases: list[Case]) -> list[np.ndarray]:
+    """Full-sequence PyTorch logits per case: (batch, seq, vocab) float32."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for case in cases:
+            logits = model(
+                input_ids=torch.from_numpy(case.input_ids),
+                attention_mask=torch.from_numpy(case.attention_mask),
+                position_ids=torch.from_numpy(case.position_ids),
+                use_cache=False,
+            ).logits
+            out.append(logits.float().numpy())
+    return out
+
+
+def compare_graph(path: Path, graph: DecoderGraph, cases: list[Case], references: list[np.ndarray]) -> dict[str, Any]:
+    """Run every case through the ONNX graph; return per-case max abs diff and top-1 agreement."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    results: dict[str, Any] = {}
+    for case, ref in zip(cases, references):
+        logits = _run_chunks(session, graph, case)  # (batch, seq, vocab)
+        real = case.attention_mask.astype(bool)  # (batch, seq): compare real tokens only
+        got, want = logits[real], ref[real]  # (tokens, vocab)
+        if not np.isfinite(got).all():
+            raise ExportError(f"the exported graph gives non-finite logits on case {case.name}; the export is broken")
+        results[case.name] = {
+            "max_abs_diff": float(np.abs(got - want).max()),
+            "top1_agreement": float((got.argmax(-1) == want.argmax(-1)).mean()),
+        }
+    return results
+
+
+def validate_fp32(path: Path, graph: DecoderGraph, cases: list[Case], references: list[np.ndarray]) -> dict[str, Any]:
+    """Compare the fp32 graph with PyTorch; raise ExportError above FP32_TOLERANCE, else return the figures."""
+    results = compare_graph(path, graph, cases, references)
+    worst = max(r["max_abs_diff"] for r in results.values())
+    report = {"tolerance": FP32_TOLERANCE, "max_abs_diff": worst, "passed": worst <= FP32_TOLERANCE, "cases": results}
+    if not report["passed"]:
+        name = max(results, key=lambda n: results[n]["max_abs_diff"])
+        raise ExportError(
+            f"the fp32 ONNX graph differs from PyTorch by {worst:.3g} on case {name} (tolerance {FP32_TOLERANCE:g}); "
+            "the export is wrong for this model: please report it"
+        )
+    return report
+
+
+def measure_quantized(path: Path, graph: DecoderGraph, cases: list[Case], references: list[np.ndarray]) -> dict[str, Any]:
+    """Compare a quantized graph with PyTorch fp32; figures only (no tolerance: quantization changes logits)."""
+    results = compare_graph(path, graph, cases, references)
+    return {
+        "max_abs_diff": max(r["max_abs_diff"] for r in results.values()),
+        "top1_agreement": min(r["top1_agreement"] for r in results.values()),
+        "cases": results,
+    }
+
+
+def _run_chunks(session: Any, graph: DecoderGraph, case: Case) -> np.ndarray:
+    kv = graph.kv_cache
+    batch = case.input_ids.shape[0]
+    empty = np.zeros((batch, kv.num_kv_heads, 0, kv.head_size), dtype=np.float32)
+    past = {kv.past_key.format(i=i): empty for i in range(kv.num_layers)}
+    past.update({kv.past_value.format(i=i): empty for i in range(kv.num_layers)})
+    pieces, start = [], 0
+    for length in case.chunks:
+        end = start + length
+        feed = {graph.graph.input_ids: case.input_ids[:, start:end], **past}
+        if graph.graph.attention_mask:
+            feed[graph.graph.attention_mask] = case.attention_mask[:, :end]  # (batch, past_len + new_len)
+        if graph.graph.position_ids:
+            feed[graph.graph.position_ids] = case.position_ids[:, start:end]
+        names = [graph.graph.logits] + [n for i in range(kv.num_layers) for n in
+                                        (kv.present_key.format(i=i), kv.present_value.format(i=i))]
+        values = session.run(names, feed)
+        pieces.append(values[0])
+        for i in range(kv.num_layers):
+            past[kv.past_key.format(i=i)] = values[1 + 2 * i]
+            past[kv.past_value.format(i=i)] = values[2 + 2 * i]
+        start = end
+    return np.concatenate(pieces, axis=1)  # (batch, seq, vocab)

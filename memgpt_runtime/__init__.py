@@ -1,0 +1,28 @@
+"""memgpt-runtime: fast CPU inference for Hugging Face language models on ONNX Runtime, without torch.
+
+    import memgpt_runtime as mr
+    lm = mr.load("exports/smollm2-int8")
+    print(lm.generate_text("What is the capital of France?", chat=True, max_new_tokens=32))
+"""
+
+from .config import GenerationConfig
+from .errors import ExportError, MemgptError, ModelFolderError, PromptTooLongError, UsageError
+from .manifest import Manifest, read_manifest
+from .model import LanguageModel, load
+from .search import GenerateResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExportError",
+    "GenerateResult",
+    "GenerationConfig",
+    "LanguageModel",
+    "Manifest",
+    "MemgptError",
+    "ModelFolderError",
+    "PromptTooLongError",
+    "UsageError",
+    "load",
+    "read_manifest",
+]

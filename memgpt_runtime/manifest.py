@@ -1,0 +1,128 @@
+"""The manifest: the one contract between the export stage and the runtime.
+
+Export resolves every architecture detail into `manifest.json`; the runtime reads only this file (and the
+ONNX model and `tokenizer.json` it names) and never branches on the model type. This module holds the
+schema, its version, and the reader that tells a user how to refresh a stale folder. It does not know how
+any of the fields are computed: that is the export stage's job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelFolderError
+
+FORMAT = "memgpt-runtime-manifest"
+VERSION = 1
+FILENAME = "manifest.json"
+REEXPORT_HINT = "re-export it with `memgpt export MODEL -o DIR --force`"
+
+
+@dataclass(frozen=True)
+class KVCacheSpec:
+    """How the decoder graph takes and returns its key/value cache.
+
+    layout "concat": past inputs of shape (batch, kv_heads, past_len, head_size); the graph returns the
+    presents of shape (batch, kv_heads, past_len + new_len, head_size). Names use the `{i}` placeholder for
+    the layer index.
+    """
+
+    layout: str
+    num_layers: int
+    num_kv_heads: int
+    head_size: int
+    past_key: str
+    past_value: str
+    present_key: str
+    present_value: str
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Names of the decoder graph's inputs and outputs (None = the graph has no such input)."""
+
+    input_ids: str
+    attention_mask: str | None
+    position_ids: str | None
+    logits: str
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """Special token ids. eos_token_ids lists every id that ends a generation."""
+
+    bos_token_id: int | None
+    eos_token_ids: list[int]
+    pad_token_id: int | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about an exported folder."""
+
+    model_file: str
+    tokenizer_file: str
+    architecture: str
+    vocab_size: int
+    context_length: int
+    graph: GraphSpec
+    kv_cache: KVCacheSpec
+    tokens: TokenSpec
+    chat_template: str | None
+    generation_defaults: dict[str, Any]
+    quantization: dict[str, Any]
+    source: dict[str, Any]
+    validation: dict[str, Any]
+    format: str = FORMAT
+    version: int = VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        body = asdict(self)
+        ordered = {"format": body.pop("format"), "version": body.pop("version"), **body}
+        return json.dumps(ordered, indent=2, ensure_ascii=False) + "\n"
+
+    def write(self, folder: str | Path) -> Path:
+        path = Path(folder) / FILENAME
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Read and check `folder/manifest.json`; raise ModelFolderError saying how to fix a bad folder."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ModelFolderError(f"model folder {folder} does not exist; export one with `memgpt export MODEL -o {folder}`")
+    if not folder.is_dir():
+        raise ModelFolderError(f"{folder} is not a folder; pass the folder that `memgpt export` wrote")
+    path = folder / FILENAME
+    if not path.is_file():
+        raise ModelFolderError(f"{folder} has no {FILENAME}: it is not a memgpt export; export it with `memgpt export MODEL -o {folder}`")
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"{path} is not valid JSON ({exc}); {REEXPORT_HINT}") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise ModelFolderError(f"{path} is not a {FORMAT} file; {REEXPORT_HINT}")
+    version = body.get("version")
+    if version != VERSION:
+        raise ModelFolderError(
+            f"{path} has manifest version {version!r}, this runtime reads version {VERSION}; {REEXPORT_HINT}"
+        )
+    try:
+        manifest = Manifest(
+            graph=GraphSpec(**body.pop("graph")),
+            kv_cache=KVCacheSpec(**body.pop("kv_cache")),
+            tokens=TokenSpec(**body.pop("tokens")),
+            **body,
+        )
+    except (KeyError, TypeError) as exc:
+        raise ModelFolderError(f"{path} is incomplete or malformed ({exc}); {REEXPORT_HINT}") from None
+    for name in (manifest.model_file, manifest.tokenizer_file):
+        if not (folder / name).is_file():
+            raise ModelFolderError(f"{folder} lacks {name}, which its manifest names; {REEXPORT_HINT}")
+    return manifest

@@ -1,0 +1,199 @@
+"""A loaded model: manifest, tokenizer and ONNX session, with `generate` and `generate_text`.
+
+`generate` mirrors transformers' `generate()` on token ids (defaults from the model's generation config,
+keyword options on top, the attention mask inferred from padding as transformers infers it); `generate_text`
+wraps it with tokenization, chat templates and streaming. The search itself is in `search.py`/`beam.py`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import GenerationConfig
+from .errors import PromptTooLongError, UsageError
+from .manifest import Manifest, read_manifest
+from .search import GenerateResult, generate_ids
+from .session import DecoderSession, default_threads
+from .stream import TextStream
+from .tokenizer import Tokenizer, left_pad
+
+
+def load(folder: str | Path, threads: int | None = None) -> "LanguageModel":
+    """Load an exported folder: read its manifest, open its tokenizer and its ONNX Runtime session."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    tokenizer = Tokenizer(folder / manifest.tokenizer_file, manifest.tokens, manifest.chat_template)
+    session = DecoderSession(folder, manifest, threads if threads is not None else default_threads())
+    return LanguageModel(folder, manifest, tokenizer, session)
+
+
+class LanguageModel:
+    def __init__(self, folder: Path, manifest: Manifest, tokenizer: Tokenizer, session: DecoderSession):
+        self.folder = folder
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+        self.session = session
+
+    def generation_config(self, **options: Any) -> GenerationConfig:
+        """The model's generation defaults with `options` on top, validated."""
+        defaults = dict(self.manifest.generation_defaults)
+        defaults.setdefault("eos_token_id", list(self.manifest.tokens.eos_token_ids))
+        defaults.setdefault("pad_token_id", self.manifest.tokens.pad_token_id)
+        return GenerationConfig.from_defaults(defaults, **options)
+
+    def generate(self, input_ids, attention_mask=None, **options: Any) -> np.ndarray | GenerateResult:
+        """Token ids in, (batch * num_return_sequences, prompt + new) int64 ids out, prompt included.
+
+        `input_ids`: a list of ids, a list of lists (left-padded here) or a (batch, length) array.
+        With `return_dict_in_generate=True` returns a GenerateResult with `sequences_scores` for beam search.
+        """
+        on_tokens = options.pop("on_tokens", None)
+        config = self.generation_config(**options)
+        ids, mask = self._prepare_inputs(input_ids, attention_mask, config)
+        rows, prompt_length = ids.shape
+        context = self.manifest.context_length
+        if config.max_new_tokens is None and config.max_length is None:
+            # as transformers `_prepare_generated_length`: the default 20 new tokens stop at the context
+            config = config.replace(max_length=min(config.total_length(prompt_length), context))
+        total = config.total_length(prompt_length)
+        if total <= prompt_length:
+            raise UsageError(
+                f"max_length ({total}) leaves no room after the {prompt_length}-token prompt; set max_new_tokens instead"
+            )
+        if total > context:
+            raise PromptTooLongError(
+                f"the prompt ({prompt_length} tokens) plus new tokens need {total} positions but the model's "
+                f"context is {context}; shorten the prompt or lower max_new_tokens"
+            )
+        state = self.session.new_state(rows * max(config.num_beams, config.num_return_sequences), total)
+        rng = np.random.default_rng(config.seed)
+        result = generate_ids(state, ids, mask, config, rng=rng, on_tokens=on_tokens)
+        return result if config.return_dict_in_generate else result.sequences
+
+    def _prepare_inputs(self, input_ids, attention_mask, config: GenerationConfig) -> tuple[np.ndarray, np.ndarray]:
+        pad = config.pad_id if config.pad_id is not None else 0
+        if isinstance(input_ids, np.ndarray):
+            ids = input_ids
+        elif isinstance(input_ids, (list, tuple)) and input_ids and all(isinstance(r, (list, tuple)) for r in input_ids):
+            if any(len(r) == 0 for r in input_ids):
+                raise UsageError("a prompt is empty; give every prompt at least one token")
+            ids, inferred = left_pad([list(r) for r in input_ids], pad)
+            if attention_mask is None and len({len(r) for r in input_ids}) > 1:
+                attention_mask = inferred
+        else:
+            ids = np.asarray(input_ids)
+        if ids.ndim == 1:
+            ids = ids[None, :]
+        if ids.ndim != 2 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise UsageError("input_ids must be a non-empty list of token ids or a (batch, length) integer array")
+        ids = ids.astype(np.int64)
+        vocab = self.manifest.vocab_size
+        if ids.min() < 0 or ids.max() >= vocab:
+            raise UsageError(f"token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
+        if attention_mask is None:
+            # as transformers `_prepare_attention_mask_for_generation`: padding is masked unless pad is an EOS id
+            if config.pad_token_id is not None and config.pad_token_id not in config.eos_token_id:
+                mask = (ids != config.pad_token_id).astype(np.int64)
+            else:
+                mask = np.ones_like(ids)
+        else:
+            mask = np.asarray(attention_mask, dtype=np.int64).reshape(ids.shape) if np.size(attention_mask) == ids.size else None
+            if mask is None:
+                raise UsageError(f"attention_mask must have the shape of input_ids {ids.shape}")
+        if not mask[:, -1].all():
+            raise UsageError("prompts must be left-padded: the attention mask's last column must be all 1")
+        return ids, mask
+
+    # -- text in, text out ---------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str | list[dict[str, Any]], chat: bool = False) -> list[int]:
+        """A prompt's ids: a plain string, or a user turn (or a whole conversation) through the chat template."""
+        if isinstance(prompt, list):
+            return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise UsageError("the prompt is empty; give some text to continue")
+        if chat:
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        return self.tokenizer.encode(prompt)
+
+    def generate_text(self, prompt, chat: bool = False, stream: bool = False, **options: Any):
+        """Text in, the generated continuation out (special tokens dropped).
+
+        `prompt`: a string; a list of strings (a batch, returns a list); or, for chat, a list of
+        {"role", "content"} messages. With stream=True returns an iterator of text pieces (one prompt only).
+        """
+        batch = isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) and len(prompt) > 0
+        prompts = prompt if batch else [prompt]
+        rows = [self.encode_prompt(p, chat) for p in prompts]
+        if stream:
+            if batch:
+                raise UsageError("stream=True takes one prompt, got a list")
+            return self._stream(rows[0], options)
+        out = self.generate(rows, **options)
+        sequences = out.sequences if isinstance(out, GenerateResult) else out
+        width = max(len(r) for r in rows)
+        texts = self.tokenizer.batch_decode(sequences[:, width:], skip_special_tokens=True)
+        return texts if batch or len(texts) > 1 else texts[0]
+
+    def _stream(self, ids: list[int], options: dict[str, Any]) -> Iterator[str]:
+        config = self.generation_config(**options)
+        if config.num_beams > 1 or config.num_return_sequences > 1:
+            raise UsageError("streaming needs num_beams=1 and num_return_sequences=1; beam search decides at the end")
+        return _stream_in_thread(self, ids, options)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+_DONE = object()  # the end of a stream
+
+
+def _stream_in_thread(model: LanguageModel, ids: list[int], options: dict[str, Any]) -> Iterator[str]:
+    """Run generation in a thread and yield text pieces as its tokens arrive; stops if the reader stops."""
+    pieces: queue.Queue = queue.Queue()
+    cancelled = threading.Event()
+    text = TextStream(model.tokenizer)
+    eos = set(model.generation_config(**options).eos_token_id)
+    finished = [False]
+
+    def on_tokens(tokens: np.ndarray) -> None:
+        if cancelled.is_set():
+            raise _Cancelled
+        token = int(tokens[0])
+        if finished[0]:
+            return
+        if token in eos:
+            finished[0] = True
+        piece = text.push([token])
+        if piece:
+            pieces.put(piece)
+
+    def run() -> None:
+        try:
+            model.generate(ids, on_tokens=on_tokens, **options)
+            tail = text.flush()
+            if tail:
+                pieces.put(tail)
+            pieces.put(_DONE)
+        except _Cancelled:
+            pieces.put(_DONE)
+        except BaseException as exc:  # handed to the reader, who raises it
+            pieces.put(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    try:
+        while (item := pieces.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+        worker.join()
+    finally:
+        cancelled.set()

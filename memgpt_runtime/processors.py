@@ -1,0 +1,147 @@
+"""Logits processors: pure numpy functions that rewrite one step's (rows, vocab) scores given the (rows, cur_len) ids.
+
+Each function follows one class of transformers 4.57 `generation/logits_process.py` (named in its docstring)
+and returns a new float32 array; `build_processors` chains the ones a `GenerationConfig` turns on, in the order
+of `GenerationMixin._get_logits_processor`. Drawing a token from the processed scores lives in `sampling.py`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .config import GenerationConfig
+
+# (ids (rows, cur_len) int64, scores (rows, vocab) float32) -> new scores (rows, vocab) float32
+Processor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def repetition_penalty(ids: np.ndarray, scores: np.ndarray, penalty: float) -> np.ndarray:
+    """Divide positive (multiply negative) scores of every token already in `ids` by `penalty`.
+
+    Follows `RepetitionPenaltyLogitsProcessor.__call__` (gather, rescale, scatter): a token present several
+    times is penalised once; padding ids in the prompt count as present, as in transformers.
+    """
+    rows = np.arange(ids.shape[0])[:, None]  # (rows, 1)
+    seen = scores[rows, ids]  # (rows, cur_len)
+    out = scores.copy()
+    out[rows, ids] = np.where(seen < 0, seen * np.float32(penalty), seen / np.float32(penalty))
+    return out
+
+
+def no_repeat_ngram(ids: np.ndarray, scores: np.ndarray, size: int) -> np.ndarray:
+    """Ban (-inf) every token that would complete an n-gram of `size` already present in the row's ids.
+
+    Follows `NoRepeatNGramLogitsProcessor` / `_calc_banned_ngram_tokens`, vectorised over rows and n-grams
+    instead of the per-row dict of n-grams.
+    """
+    cur_len = ids.shape[1]
+    if cur_len < size:  # transformers: no complete n-gram yet, nothing to ban
+        return scores
+    windows = sliding_window_view(ids, size, axis=1)  # (rows, cur_len - size + 1, size)
+    prefix = ids[:, cur_len - size + 1 :]  # (rows, size - 1): the n-gram the next token would complete
+    matches = np.all(windows[:, :, :-1] == prefix[:, None, :], axis=2)  # (rows, cur_len - size + 1)
+    rows, starts = np.nonzero(matches)
+    out = scores.copy()
+    out[rows, windows[rows, starts, -1]] = -np.inf
+    return out
+
+
+def ban_eos(scores: np.ndarray, eos_ids: tuple[int, ...]) -> np.ndarray:
+    """Set the EOS scores to -inf (the body of `MinLengthLogitsProcessor` / `MinNewTokensLengthLogitsProcessor`)."""
+    out = scores.copy()
+    out[:, list(eos_ids)] = -np.inf
+    return out
+
+
+def min_length(ids: np.ndarray, scores: np.ndarray, length: int, eos_ids: tuple[int, ...]) -> np.ndarray:
+    """Ban EOS while the sequence, prompt included, is shorter than `length` (`MinLengthLogitsProcessor`)."""
+    return ban_eos(scores, eos_ids) if ids.shape[1] < length else scores
+
+
+def min_new_tokens(
+    ids: np.ndarray, scores: np.ndarray, prompt_length: int, count: int, eos_ids: tuple[int, ...]
+) -> np.ndarray:
+    """Ban EOS until `count` tokens follow the (padded) prompt (`MinNewTokensLengthLogitsProcessor`)."""
+    return ban_eos(scores, eos_ids) if ids.shape[1] - prompt_length < count else scores
+
+
+def temperature(ids: np.ndarray, scores: np.ndarray, value: float) -> np.ndarray:
+    """Divide the scores by `value` (`TemperatureLogitsWarper`)."""
+    return scores / np.float32(value)
+
+
+def top_k(ids: np.ndarray, scores: np.ndarray, k: int, min_tokens_to_keep: int = 1) -> np.ndarray:
+    """Keep the scores at least as large as the k-th largest, -inf elsewhere (`TopKLogitsWarper`; ties kept)."""
+    k = min(max(k, min_tokens_to_keep), scores.shape[-1])
+    kth = np.partition(scores, -k, axis=-1)[:, [-k]]  # (rows, 1) the k-th largest score
+    return np.where(scores < kth, np.float32(-np.inf), scores)
+
+
+def top_p(ids: np.ndarray, scores: np.ndarray, p: float, min_tokens_to_keep: int = 1) -> np.ndarray:
+    """Keep the smallest set of top tokens whose probability reaches `p`, -inf elsewhere (`TopPLogitsWarper`).
+
+    As in transformers: sort ascending, drop tokens whose cumulative probability is <= 1 - p, always keep
+    the `min_tokens_to_keep` most likely ones.
+    """
+    order = np.argsort(scores, axis=-1, kind="stable")  # (rows, vocab) ascending
+    ordered = np.take_along_axis(scores, order, axis=-1)  # (rows, vocab)
+    cumulative = np.cumsum(softmax(ordered), axis=-1, dtype=np.float32)  # (rows, vocab)
+    remove_sorted = cumulative <= np.float32(1 - p)
+    remove_sorted[:, -min_tokens_to_keep:] = False
+    remove = np.empty_like(remove_sorted)
+    np.put_along_axis(remove, order, remove_sorted, axis=-1)
+    return np.where(remove, np.float32(-np.inf), scores)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis in the dtype of `scores`; rows of -inf only never occur after our processors."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis (as `nn.functional.log_softmax`), keeping float32."""
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def build_processors(config: GenerationConfig, prompt_length: int) -> list[Processor]:
+    """The processors `config` turns on, in `_get_logits_processor` order; warpers only when sampling.
+
+    `prompt_length` is the padded prompt width (`input_ids_seq_length` in transformers).
+    """
+    chain: list[Processor] = []
+    eos = config.eos_token_id
+    if config.repetition_penalty != 1.0:
+        chain.append(partial(repetition_penalty, penalty=config.repetition_penalty))
+    if config.no_repeat_ngram_size > 0:
+        chain.append(partial(no_repeat_ngram, size=config.no_repeat_ngram_size))
+    if eos:
+        # subtle: transformers' `_prepare_generated_length` replaces min_length by prompt + min_new_tokens when
+        # min_new_tokens is given, then also adds MinNewTokensLengthLogitsProcessor; both ban the same ids.
+        minimum = config.min_total_length(prompt_length)
+        if minimum > 0:
+            chain.append(partial(min_length, length=minimum, eos_ids=eos))
+        if config.min_new_tokens > 0:
+            chain.append(partial(min_new_tokens, prompt_length=prompt_length, count=config.min_new_tokens, eos_ids=eos))
+    if config.do_sample:
+        keep = 1  # min_tokens_to_keep for non-beam sampling (beam sampling is refused by GenerationConfig)
+        if config.temperature != 1.0:
+            chain.append(partial(temperature, value=config.temperature))
+        if config.top_k != 0:
+            chain.append(partial(top_k, k=config.top_k, min_tokens_to_keep=keep))
+        if config.top_p < 1.0:
+            chain.append(partial(top_p, p=config.top_p, min_tokens_to_keep=keep))
+    return chain
+
+
+def apply_processors(chain: list[Processor], ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Run `chain` in order over (rows, vocab) scores with the (rows, cur_len) ids (`LogitsProcessorList`)."""
+    for processor in chain:
+        scores = processor(ids, scores)
+    return scores

@@ -1,0 +1,109 @@
+"""Spec: int8/int4 exports turn every weight MatMul, the tied LM head included, into MatMulNBits."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from memgpt_runtime.manifest import read_manifest
+from export.quantize import fold_transposed_weights, quantize_graph, weight_matmuls
+
+LLAMA_WEIGHT_MATMULS = 2 * 7 + 1  # per layer q, k, v, o, gate, up, down; plus the LM head
+
+
+def _graph(folder):
+    return onnx.load(str(folder / read_manifest(folder).model_file))
+
+
+@pytest.mark.parametrize("export_fixture, bits", [("tiny_llama_int8", 8), ("tiny_llama_int4", 4)])
+def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture, bits):
+    folder = request.getfixturevalue(export_fixture)
+    graph = _graph(folder)
+    nbits = [n for n in graph.graph.node if n.op_type == "MatMulNBits"]
+    assert weight_matmuls(graph) == []  # no MatMul/Gemm with a float constant weight left
+    assert len(nbits) == LLAMA_WEIGHT_MATMULS
+    bits_of = {n.name: a.i for n in nbits for a in n.attribute if a.name == "bits"}
+    assert bits_of.pop("/lm_head/MatMul_Q8") == 8  # the tied head is quantized too, at 8 bits for int4 as well
+    assert set(bits_of.values()) == {bits}
+    assert {a.i for n in nbits for a in n.attribute if a.name == "block_size"} == {32}
+
+
+@pytest.mark.parametrize("export_fixture, scheme, bits", [("tiny_llama_int8", "int8", 8), ("tiny_llama_int4", "int4", 4)])
+def test_manifest_lists_the_quantized_nodes(request, export_fixture, scheme, bits):
+    q = read_manifest(request.getfixturevalue(export_fixture)).quantization
+    assert (q["scheme"], q["bits"], q["block_size"]) == (scheme, bits, 32)
+    assert len(q["nodes"]) == LLAMA_WEIGHT_MATMULS
+    assert q["nodes"][-1] == "/lm_head/MatMul"
+    assert (q["lm_head"]["node"], q["lm_head"]["bits"]) == ("/lm_head/MatMul", 8)
+    assert q["algorithm"] == {"int8": "rtn", "int4": "hqq"}[scheme]
+
+
+@pytest.mark.parametrize("export_fixture, scheme, max_diff", [("tiny_llama_int8", "int8", 0.05), ("tiny_llama_int4", "int4", 0.5)])
+def test_quantized_graph_is_measured_against_pytorch(request, export_fixture, scheme, max_diff):
+    validation = read_manifest(request.getfixturevalue(export_fixture)).validation
+    assert validation["fp32"]["passed"] is True
+    assert 0 < validation[scheme]["max_abs_diff"] < max_diff
+    assert set(validation[scheme]["cases"]) == {"prompt", "prompt_then_past", "left_padded_batch"}
+
+
+def test_quantized_exports_are_smaller(tiny_llama_export, tiny_llama_int8, tiny_llama_int4):
+    sizes = [(f / "model.onnx").stat().st_size for f in (tiny_llama_export, tiny_llama_int8, tiny_llama_int4)]
+    assert sizes[0] > sizes[1] > sizes[2]
+
+
+@pytest.mark.parametrize("hf_fixture, expected", [
+    ("tiny_gpt2_dir", 2 * 4 + 1),  # per layer c_attn, c_proj, c_fc, mlp c_proj (Gemm in ONNX); the head via Transpose(wte)
+    ("tiny_qwen2_dir", 2 * 7 + 1),
+])
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_other_architectures_quantize_every_weight_matmul(request, tmp_path, hf_fixture, expected, scheme):
+    from export import export_model
+    from export.progress import Progress
+
+    folder = export_model(str(request.getfixturevalue(hf_fixture)), output=tmp_path / "out", quantize=scheme,
+                          progress=Progress(quiet=True))
+    graph = _graph(folder)
+    assert weight_matmuls(graph) == []
+    assert sum(n.op_type == "MatMulNBits" for n in graph.graph.node) == expected
+    m = read_manifest(folder)
+    assert len(m.quantization["nodes"]) == expected
+    assert m.validation[scheme]["top1_agreement"] >= 0.9  # measured against PyTorch fp32, with and without past
+
+
+def test_an_untied_llama_head_is_quantized_too(tmp_path):
+    import tiny_models
+    from export import export_model
+    from export.progress import Progress
+
+    source = tiny_models.build_tiny_llama(tmp_path / "untied", tied=False)
+    folder = export_model(str(source), output=tmp_path / "out", quantize="int4", progress=Progress(quiet=True))
+    assert read_manifest(folder).quantization["nodes"][-1] == "/lm_head/MatMul"
+    assert weight_matmuls(_graph(folder)) == []
+
+
+def test_fold_transposed_weights_makes_the_head_weight_a_constant():
+    embedding = np.arange(12, dtype=np.float32).reshape(4, 3)  # (vocab, hidden)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["embedded"]),
+        helper.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
+        helper.make_node("MatMul", ["hidden", "table_t"], ["logits"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1]),
+         helper.make_tensor_value_info("hidden", onnx.TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("embedded", onnx.TensorProto.FLOAT, [1, 3])],
+        [numpy_helper.from_array(embedding, "table")],
+    )
+    proto = helper.make_model(graph)
+    assert weight_matmuls(proto) == []  # the stock quantizer would skip this head
+
+    assert fold_transposed_weights(proto) == 1
+    assert [n.op_type for n in proto.graph.node] == ["Gather", "MatMul"]
+    assert weight_matmuls(proto) == ["head"]
+    folded = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    np.testing.assert_array_equal(folded["table_transposed_const"], embedding.T)
+    np.testing.assert_array_equal(folded["table"], embedding)  # the Gather keeps its table

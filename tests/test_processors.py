@@ -1,0 +1,141 @@
+"""Logits processors against transformers 4.57's own processor classes on random scores, and their chain order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers.generation import logits_process as hf
+
+from memgpt_runtime import processors as P
+from memgpt_runtime.config import GenerationConfig
+
+ROWS, VOCAB, LENGTH = 6, 50, 12
+
+
+def random_case(seed: int, id_vocab: int = VOCAB) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, length) ids from a small alphabet (so n-grams repeat) and (rows, vocab) float32 scores."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, id_vocab, size=(ROWS, LENGTH), dtype=np.int64)
+    scores = (rng.standard_normal((ROWS, VOCAB)) * 3).astype(np.float32)
+    return ids, scores
+
+
+def theirs(processor, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    return processor(torch.from_numpy(ids), torch.from_numpy(scores.copy())).numpy()
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("penalty", [0.6, 1.2, 2.0])
+def test_repetition_penalty(seed, penalty):
+    ids, scores = random_case(seed)
+    expected = theirs(hf.RepetitionPenaltyLogitsProcessor(penalty), ids, scores)
+    np.testing.assert_array_equal(P.repetition_penalty(ids, scores, penalty), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_no_repeat_ngram(seed, size):
+    ids, scores = random_case(seed, id_vocab=3)  # 3-letter alphabet: many repeated n-grams
+    expected = theirs(hf.NoRepeatNGramLogitsProcessor(size), ids, scores)
+    np.testing.assert_array_equal(P.no_repeat_ngram(ids, scores, size), expected)
+
+
+def test_no_repeat_ngram_by_hand():
+    ids = np.array([[7, 8, 9, 7, 8]])  # the next token would complete (7, 8, ?): 9 is banned
+    out = P.no_repeat_ngram(ids, np.zeros((1, 10), dtype=np.float32), 3)
+    assert np.isinf(out[0]).nonzero()[0].tolist() == [9]
+
+
+def test_no_repeat_ngram_is_off_until_a_full_ngram_exists():
+    scores = np.zeros((1, 5), dtype=np.float32)
+    assert P.no_repeat_ngram(np.array([[1, 1]]), scores, 3) is scores
+
+
+@pytest.mark.parametrize("length, banned", [(LENGTH + 1, True), (LENGTH, False)])
+def test_min_length(length, banned):
+    ids, scores = random_case(0)
+    expected = theirs(hf.MinLengthLogitsProcessor(length, [3, 7]), ids, scores)
+    ours = P.min_length(ids, scores, length, (3, 7))
+    np.testing.assert_array_equal(ours, expected)
+    assert np.isneginf(ours[:, [3, 7]]).all() == banned
+
+
+@pytest.mark.parametrize("prompt_length, count", [(10, 2), (10, 3), (4, 9), (4, 8)])
+def test_min_new_tokens(prompt_length, count):
+    ids, scores = random_case(1)
+    expected = theirs(hf.MinNewTokensLengthLogitsProcessor(prompt_length, count, [0]), ids, scores)
+    np.testing.assert_array_equal(P.min_new_tokens(ids, scores, prompt_length, count, (0,)), expected)
+
+
+@pytest.mark.parametrize("value", [0.3, 0.7, 1.5])
+def test_temperature(value):
+    ids, scores = random_case(2)
+    expected = theirs(hf.TemperatureLogitsWarper(value), ids, scores)
+    np.testing.assert_allclose(P.temperature(ids, scores, value), expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("k, keep", [(1, 1), (5, 1), (1, 3), (VOCAB, 1), (VOCAB + 10, 1)])
+def test_top_k(seed, k, keep):
+    ids, scores = random_case(seed)
+    expected = theirs(hf.TopKLogitsWarper(k, min_tokens_to_keep=keep), ids, scores)
+    np.testing.assert_array_equal(P.top_k(ids, scores, k, keep), expected)
+
+
+def test_top_k_keeps_ties():
+    scores = np.array([[1.0, 3.0, 3.0, 0.0]], dtype=np.float32)
+    np.testing.assert_array_equal(P.top_k(None, scores, 1), [[-np.inf, 3.0, 3.0, -np.inf]])
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("p, keep", [(0.05, 1), (0.3, 1), (0.8, 1), (0.95, 1), (0.3, 4), (1e-9, 1)])
+def test_top_p(seed, p, keep):
+    ids, scores = random_case(seed)
+    expected = theirs(hf.TopPLogitsWarper(p, min_tokens_to_keep=keep), ids, scores)
+    np.testing.assert_array_equal(P.top_p(ids, scores, p, keep), expected)
+
+
+def test_top_p_by_hand():
+    # probabilities 0.5, 0.3, 0.15, 0.05: p=0.8 keeps the first two (their mass reaches 0.8)
+    scores = np.log(np.array([[0.15, 0.5, 0.05, 0.3]], dtype=np.float32))
+    kept = np.isfinite(P.top_p(None, scores, 0.75))
+    np.testing.assert_array_equal(kept, [[False, True, False, True]])
+
+
+def test_log_softmax_matches_torch():
+    _, scores = random_case(4)
+    expected = torch.log_softmax(torch.from_numpy(scores), dim=-1).numpy()
+    np.testing.assert_allclose(P.log_softmax(scores), expected, rtol=0, atol=1e-6)
+
+
+def processor_names(config: GenerationConfig, prompt_length: int = 4) -> list[str]:
+    return [p.func.__name__ for p in P.build_processors(config, prompt_length)]
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (dict(), []),
+        (dict(do_sample=True), ["top_k"]),
+        (dict(do_sample=True, top_k=0), []),
+        (
+            dict(do_sample=True, temperature=0.5, top_p=0.9, repetition_penalty=1.1, no_repeat_ngram_size=2,
+                 min_new_tokens=3, eos_token_id=2),
+            ["repetition_penalty", "no_repeat_ngram", "min_length", "min_new_tokens", "temperature", "top_k", "top_p"],
+        ),
+        (dict(num_beams=3, temperature=0.5, top_p=0.9, top_k=5), []),  # warpers only when sampling
+        (dict(min_length=5), []),  # no EOS, nothing to ban
+        (dict(min_length=5, eos_token_id=2), ["min_length"]),
+    ],
+)
+def test_chain_follows_get_logits_processor_order(options, expected):
+    assert processor_names(GenerationConfig(**options)) == expected
+
+
+@pytest.mark.parametrize(
+    "options, prompt_length, expected",
+    [(dict(min_length=9), 4, 9), (dict(min_new_tokens=2), 4, 6), (dict(min_new_tokens=2, min_length=20), 4, 6)],
+)
+def test_min_new_tokens_replaces_min_length(options, prompt_length, expected):
+    assert GenerationConfig(**options).min_total_length(prompt_length) == expected
