@@ -1,0 +1,153 @@
+"""The `memgpt generate` and `memgpt chat` commands: exit codes, exact output, one-line errors, a real terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+import memgpt_runtime as mr
+
+MEMGPT = [sys.executable, "-m", "memgpt_runtime.cli"]
+
+
+def memgpt(*args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*MEMGPT, *map(str, args)], input=stdin, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llama_export):
+    return mr.load(tiny_llama_export)
+
+
+def test_generate_prints_the_continuation(tiny_llama_export, lm):
+    run = memgpt("generate", tiny_llama_export, "Hello world", "--max-new-tokens", 8, "--quiet")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == lm.generate_text("Hello world", max_new_tokens=8) + "\n"
+    assert run.stderr == ""
+
+
+def test_generate_reports_timing_on_stderr(tiny_llama_export):
+    run = memgpt("generate", tiny_llama_export, "Hello", "--max-new-tokens", 4, "--eos-token-id", 0)
+    assert run.returncode == 0
+    assert run.stderr.startswith("[2 prompt tokens, 4 new tokens in ") and run.stderr.endswith(" tokens/s]\n")
+
+
+def test_generate_reads_standard_input(tiny_llama_export, lm):
+    run = memgpt("generate", tiny_llama_export, "-", "--max-new-tokens", 5, "--quiet", stdin="Once upon a time")
+    assert run.stdout == lm.generate_text("Once upon a time", max_new_tokens=5) + "\n"
+
+
+def test_generate_chat_beam_json(tiny_llama_export, lm):
+    run = memgpt(
+        "generate", tiny_llama_export, "--chat", "hi there", "--num-beams", 3, "--num-return-sequences", 2,
+        "--max-new-tokens", 6, "--json", "--early-stopping", "never",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": "hi there"}], add_generation_prompt=True)
+    ref = lm.generate([ids], num_beams=3, num_return_sequences=2, max_new_tokens=6, early_stopping="never", return_dict_in_generate=True)
+    assert body["prompt_tokens"] == len(ids)
+    assert [o["text"] for o in body["outputs"]] == lm.tokenizer.batch_decode(ref.sequences[:, len(ids) :], skip_special_tokens=True)
+    assert [round(o["score"], 4) for o in body["outputs"]] == [round(float(s), 4) for s in ref.sequences_scores]
+
+
+def test_generate_stream_prints_the_same_text(tiny_llama_export, lm):
+    run = memgpt("generate", tiny_llama_export, "Hello world", "--stream", "--max-new-tokens", 8, "--quiet")
+    assert run.stdout == lm.generate_text("Hello world", max_new_tokens=8) + "\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top-p", "1.5", "--do-sample"], "error: top_p must be in (0, 1], got 1.5"),
+        (["--temperature", "x"], "error: argument --temperature: invalid float value: 'x'"),
+        (["--num-beams", "2", "--num-return-sequences", "3"], "error: num_return_sequences must be at most num_beams (2), got 3"),
+        (["--early-stopping", "maybe"], "error: argument --early-stopping: invalid choice: 'maybe'"),
+        (["--max-new-tokens", "1000"], "context is 256"),
+    ],
+)
+def test_bad_options_give_one_line_and_a_non_zero_exit(tiny_llama_export, args, message):
+    run = memgpt("generate", tiny_llama_export, "Hello", *args)
+    assert run.returncode != 0
+    assert run.stdout == ""
+    assert len(run.stderr.strip().splitlines()) == 1 and message in run.stderr
+
+
+def test_missing_folder_is_one_line(tmp_path):
+    run = memgpt("generate", tmp_path / "nope", "Hello")
+    assert run.returncode == 1
+    assert run.stderr == f"error: model folder {tmp_path / 'nope'} does not exist; export one with `memgpt export MODEL -o {tmp_path / 'nope'}`\n"
+
+
+def test_empty_prompt_is_one_line(tiny_llama_export):
+    run = memgpt("generate", tiny_llama_export, "-", stdin="")
+    assert run.returncode == 2
+    assert run.stderr == "error: the prompt is empty; give some text to continue\n"
+
+
+def test_chat_through_pipes(tiny_llama_export, lm):
+    run = memgpt("chat", tiny_llama_export, "--max-new-tokens", 6, stdin="hello\n/reset\nhello\n")
+    assert run.returncode == 0, run.stderr
+    reply = lm.generate_text([{"role": "user", "content": "hello"}], chat=True, max_new_tokens=6)
+    # the same question after /reset gets the same reply: the history was cleared
+    assert run.stdout.count(reply) >= 2
+    assert "(conversation cleared)" in run.stdout
+
+
+class Terminal:
+    """A child process on a pseudo-terminal, read and written like a person at a keyboard."""
+
+    def __init__(self, args):
+        master, slave = os.openpty()
+        self.proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+        os.close(slave)
+        self.master = master
+        self.seen = ""
+
+    def read_until(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            ready, _, _ = select.select([self.master], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise AssertionError(f"timed out waiting for {text!r}; screen so far: {self.seen!r}")
+            try:
+                chunk = os.read(self.master, 4096).decode("utf-8", "replace")
+            except OSError:  # the child closed the terminal
+                chunk = ""
+            if not chunk:
+                raise AssertionError(f"terminal closed before {text!r}; screen so far: {self.seen!r}")
+            self.seen += chunk
+        head, _, self.seen = self.seen.partition(text)
+        return head
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> int:
+        code = self.proc.wait(timeout=30)
+        os.close(self.master)
+        return code
+
+
+def test_chat_in_a_terminal_keeps_history_resets_and_leaves_on_ctrl_d(tiny_llama_export, lm):
+    term = Terminal([*MEMGPT, "chat", str(tiny_llama_export), "--max-new-tokens", "6"])
+    term.read_until("> ")
+    term.type("hello\n")
+    first = term.read_until("> ")
+    history = [{"role": "user", "content": "hello"}]
+    reply = lm.generate_text(history, chat=True, max_new_tokens=6)
+    assert reply.strip() in first
+    term.type("how are you\n")
+    second = term.read_until("> ")
+    history += [{"role": "assistant", "content": reply.strip()}, {"role": "user", "content": "how are you"}]
+    assert lm.generate_text(history, chat=True, max_new_tokens=6).strip() in second
+    term.type("/reset\n")
+    assert "(conversation cleared)" in term.read_until("> ")
+    term.type("\x04")  # Ctrl-D
+    assert term.close() == 0
