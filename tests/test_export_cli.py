@@ -174,10 +174,8 @@ def test_hub_id_that_cannot_be_fetched_gets_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("memgpt_runtime.cli") is None or shutil.which("memgpt") is None,
-                    reason="the top-level memgpt command is not written yet")
 def test_the_memgpt_command_reports_errors_in_one_line(tmp_path):
-    result = subprocess.run(["memgpt", "export", str(tmp_path / "missing"), "-o", str(tmp_path / "out")],
+    result = subprocess.run([sys.executable, "-m", "memgpt_runtime.cli", "export", str(tmp_path / "missing"), "-o", str(tmp_path / "out")],
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

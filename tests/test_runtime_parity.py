@@ -115,6 +115,13 @@ def test_ragged_lists_are_left_padded_like_an_explicit_mask(pair):
     np.testing.assert_array_equal(lm.generate(PROMPTS, max_new_tokens=5), lm.generate(ids, attention_mask=mask, max_new_tokens=5))
 
 
+def default_torch_model():
+    from export.sources import default_source
+
+    source = default_source()
+    return AutoModelForCausalLM.from_pretrained(source.load_from, gguf_file=source.gguf_file).eval()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
@@ -122,10 +129,7 @@ def test_ragged_lists_are_left_padded_like_an_explicit_mask(pair):
     ids=["greedy", "beam4", "beam3-nrs2"],
 )
 def test_default_model_fp32(smollm2_fp32_export, options):
-    from export.sources import default_gguf_path
-
-    gguf = default_gguf_path()
-    torch_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
+    torch_model = default_torch_model()
     lm = mr.load(smollm2_fp32_export)
     chat = lm.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True)
     assert_same(lm, torch_model, chat, max_new_tokens=24, do_sample=False, **options)
@@ -133,10 +137,7 @@ def test_default_model_fp32(smollm2_fp32_export, options):
 
 @pytest.mark.slow
 def test_default_model_fp32_batch(smollm2_fp32_export):
-    from export.sources import default_gguf_path
-
-    gguf = default_gguf_path()
-    torch_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name).eval()
+    torch_model = default_torch_model()
     lm = mr.load(smollm2_fp32_export)
     prompts = [lm.tokenizer.encode(t) for t in ["The cat sat on the", "Water boils at a temperature of", "Hi"]]
     ids, mask = lm.tokenizer.pad(prompts)

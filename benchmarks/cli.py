@@ -1,0 +1,79 @@
+"""The command line of the suite: `python -m benchmarks [--quick]`, and `memgpt bench` through `register`.
+
+`register(subparsers)` adds the "bench" subcommand (for the `memgpt.commands` entry-point group); it imports
+nothing heavy: the suite, torch and the engines load only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CACHE = HERE / ".cache"
+DEFAULT_RESULTS = HERE / "results"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a smoke run on a tiny random model (about a minute)")
+    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    parser.add_argument("--engines", help="comma-separated engine names or prefixes, e.g. 'pytorch,memgpt' (default all)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per workload (default 3)")
+    parser.add_argument("--no-quality", action="store_true", help="skip perplexity and greedy agreement")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where built models are kept (default benchmarks/.cache)")
+
+
+def register(subparsers) -> None:
+    """Add `bench` to the `memgpt` command (entry point group `memgpt.commands`)."""
+    parser = subparsers.add_parser("bench", help="benchmark engines against PyTorch", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def select_engines(text: str | None):
+    from .engines import BASELINE, ENGINES, by_name
+
+    if not text:
+        return list(ENGINES)
+    wanted = [w.strip() for w in text.split(",") if w.strip()]
+    chosen = [e for e in ENGINES if any(e.name == w or e.name.startswith(w) for w in wanted)]
+    unknown = [w for w in wanted if not any(e.name == w or e.name.startswith(w) for e in ENGINES)]
+    if unknown:
+        by_name(unknown[0])  # raises with the list of known names
+    if by_name(BASELINE) not in chosen:
+        chosen.insert(0, by_name(BASELINE))  # ratios need the baseline of the same run
+    return chosen
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import report, suite
+
+    if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
+        print("error: --threads and --repeats must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        engines = select_engines(args.engines)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    settings = dict(suite.QUICK_SETTINGS if args.quick else suite.DEFAULT_SETTINGS)
+    if args.repeats:
+        settings["repeats"] = args.repeats
+    out = args.out or DEFAULT_RESULTS / (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    result = suite.run_suite(settings, args.threads, args.cache, engines, quality=not args.no_quality, log_dir=out)
+    result["command"] = "python -m benchmarks " + " ".join(sys.argv[1:])
+    paths = report.write(result, out)
+    print(paths["markdown"].read_text())
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    # an engine's failure is a result, reported in the table; without the baseline there are no ratios
+    return 0 if result["engines"].get(result["baseline"], {}).get("status") == "ok" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,59 @@
+"""PNG plots of a suite's results: tokens/s per engine, and per-step latency against position (workload e)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def write_plots(result: dict, folder: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = {n: e for n, e in result["engines"].items() if e.get("status") == "ok"}
+    paths = {"tokens_per_second": folder / "tokens_per_second.png", "step_latency": folder / "step_latency.png"}
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, (workload, key, title) in zip(axes, [
+        ("greedy", "decode_tokens_per_second", "(b) greedy decode, batch 1"),
+        ("batch", "tokens_per_second", "(d) greedy, batch of {batch_size}"),
+    ]):  # fmt: skip
+        names, med, low, high = [], [], [], []
+        for name, e in ok.items():
+            fig_ = ((e.get("workloads") or {}).get(workload) or {}).get(key)
+            if isinstance(fig_, dict):
+                names.append(name)
+                med.append(fig_["median"])
+                low.append(fig_["median"] - fig_["min"])
+                high.append(fig_["max"] - fig_["median"])
+        ax.bar(range(len(names)), med, yerr=[low, high], capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("new tokens / s (median, min–max)")
+        ax.set_title(title.format(**result["settings"]))
+    fig.suptitle(f"{result['model']}, {result['threads']} threads")
+    fig.tight_layout()
+    fig.savefig(paths["tokens_per_second"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, e in ok.items():
+        steps = (e.get("workloads") or {}).get("steps") or {}
+        lat = np.asarray(steps.get("latency_ms") or [])
+        if len(lat) < 2:
+            continue
+        decode = lat[1:]  # the first is the prefill
+        positions = steps["prompt_tokens"] + 1 + np.arange(len(decode))
+        w = max(1, min(8, len(decode) // 4))
+        smooth = np.convolve(decode, np.ones(w) / w, mode="valid")  # moving average over w steps
+        ax.plot(positions[w - 1:], smooth, label=name, lw=1.2)
+    ax.set_xlabel("position in the sequence (prompt + generated)")
+    ax.set_ylabel(f"ms per step (moving average)")
+    ax.set_title(f"(e) per-step latency of one greedy generation, {result['model']}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths["step_latency"], dpi=110)
+    plt.close(fig)
+    return paths

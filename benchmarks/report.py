@@ -1,0 +1,118 @@
+"""Write a suite's results: `results.json` (everything), `results.md` (tables with ratios to PyTorch) and plots.
+
+Ratios are speed-ups against the PyTorch baseline of the same run: baseline seconds / engine seconds, or
+engine tokens/s / baseline tokens/s, so above 1 is faster either way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+# (title, workload, key, kind): kind "s" = seconds (lower is better), "tps" = tokens/s (higher is better)
+SPEED_COLUMNS = [
+    ("(a) prefill {prefill_tokens} tok, s", "prefill", "seconds", "s"),
+    ("(b) first token, s", "greedy", "first_token_seconds", "s"),
+    ("(b) decode, tok/s", "greedy", "decode_tokens_per_second", "tps"),
+    ("(c) beam {beams}x{beam_new}, s", "beam", "seconds", "s"),
+    ("(d) batch {batch_size}x{batch_new}, tok/s", "batch", "tokens_per_second", "tps"),
+]
+
+
+def _figure(entry: dict, workload: str, key: str) -> dict | None:
+    w = (entry.get("workloads") or {}).get(workload) or {}
+    return w.get(key) if isinstance(w.get(key), dict) else None
+
+
+def _cell(entry: dict, base: dict, workload: str, key: str, kind: str, spread: bool = False) -> str:
+    w = (entry.get("workloads") or {}).get(workload) or {}
+    if w.get("status") == "n/a":
+        return "n/a"
+    fig = _figure(entry, workload, key)
+    if fig is None:
+        return "–"
+    digits = 3 if kind == "s" else 1
+    if spread:
+        return f"{fig['median']:.{digits}f} [{fig['min']:.{digits}f}–{fig['max']:.{digits}f}]"
+    ref = _figure(base, workload, key)
+    if ref is None:
+        return f"{fig['median']:.{digits}f}"
+    ratio = ref["median"] / fig["median"] if kind == "s" else fig["median"] / ref["median"]
+    return f"{fig['median']:.{digits}f} ({ratio:.2f}x)"
+
+
+def step_summary(entry: dict, window: int = 32) -> tuple[float, float] | None:
+    """Mean ms per step over the first and the last `window` decode steps of workload (e)."""
+    lat = ((entry.get("workloads") or {}).get("steps") or {}).get("latency_ms")
+    if not lat or len(lat) < 3:
+        return None
+    decode = lat[1:]  # the first latency is the prefill
+    w = min(window, len(decode) // 2) or 1
+    return float(np.mean(decode[:w])), float(np.mean(decode[-w:]))
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def markdown(result: dict) -> str:
+    s, engines = result["settings"], result["engines"]
+    base = engines.get(result["baseline"], {})
+    ok = {name: e for name, e in engines.items() if e.get("status") == "ok"}
+    out = [
+        f"# Benchmark results: {result['model']}",
+        "",
+        f"{result['threads']} threads for every engine; {s['repeats']} timed repeats after {s['warmup']} warm-up; "
+        f"median, and in brackets min–max. Ratios are speed-ups against {result['baseline']} in the same run "
+        "(above 1 = faster). Model load and tokenization are not timed.",
+        f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs. "
+        f"Suite time: {result['run_seconds']:.0f}s (plus {result['build_seconds']:.0f}s building or loading cached models).",
+        "",
+        "## Speed (median, speed-up vs PyTorch)",
+        "",
+    ]
+    header = ["engine"] + [t.format(**s) for t, _, _, _ in SPEED_COLUMNS] + [f"(e) ms/step, first/last 32 of {s['steps_new']}"]
+    rows = []
+    for name, e in ok.items():
+        steps = step_summary(e)
+        ref = step_summary(base)
+        step_cell = "–" if steps is None else f"{steps[0]:.1f} / {steps[1]:.1f}"
+        if steps and ref:
+            step_cell += f" ({ref[1] / steps[1]:.2f}x)"
+        rows.append([name] + [_cell(e, base, w, k, kind) for _, w, k, kind in SPEED_COLUMNS] + [step_cell])
+    out += _table(header, rows)
+    out += ["", "## Spread (median [min–max])", ""]
+    out += _table(header[:-1], [[n] + [_cell(e, base, w, k, kind, spread=True) for _, w, k, kind in SPEED_COLUMNS] for n, e in ok.items()])
+    out += ["", "## Memory, size, load time and quality", ""]
+    header = ["engine", "precision", "load, s", "RSS after load, MB", "peak RSS, MB", "size on disk, MB",
+              "perplexity", "greedy agreement (prefix)", "greedy agreement (positions)"]  # fmt: skip
+    rows = []
+    for name, e in ok.items():
+        q = e.get("quality") or {}
+        ppl = f"{q['perplexity']:.3f}" if "perplexity" in q else ("failed: " + str(q.get("error")) if q.get("status") == "failed" else "–")
+        rows.append([
+            name, e["precision"], f"{e['load_seconds']:.2f}", f"{e['rss_after_load_mb']:.0f}", f"{e['peak_rss_mb']:.0f}",
+            f"{e['size_mb']:.1f}" if e["size_mb"] < 10 else f"{e['size_mb']:.0f}", ppl,
+            f"{q['agreement_prefix']:.1%}" if "agreement_prefix" in q else "–",
+            f"{q['agreement_positions']:.1%}" if "agreement_positions" in q else "–",
+        ])  # fmt: skip
+    out += _table(header, rows)
+    others = [(n, e) for n, e in engines.items() if e.get("status") != "ok"]
+    if others:
+        out += ["", "## Not run", ""]
+        out += [f"- {n}: {e['status']} ({e.get('reason') or e.get('error')})" for n, e in others]
+    return "\n".join(out) + "\n"
+
+
+def write(result: dict, folder: Path) -> dict[str, Path]:
+    from . import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"json": folder / "results.json", "markdown": folder / "results.md"}
+    paths["json"].write_text(json.dumps(result, indent=1))
+    paths["markdown"].write_text(markdown(result))
+    paths.update(plots.write_plots(result, folder))
+    return paths

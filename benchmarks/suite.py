@@ -1,0 +1,187 @@
+"""Run a suite: build (or reuse) the model folders, run every engine in its own worker, collect one result dict.
+
+Engines run one after another, never two at once, each as `python -m benchmarks.worker` with the same
+threads and the same token ids: first a "speed" process (load + workloads (a)-(e)), then a "quality" process
+(perplexity + greedy continuations), so the speed process's peak memory is not the quality job's.
+Agreement with PyTorch is computed here from the continuations. Writing the outputs is report.py's job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from . import models, prompts
+from .engines import BASELINE, ENGINES, EngineSpec, missing_module
+
+DEFAULT_SETTINGS = {
+    "model": "default", "repeats": 3, "warmup": 1, "prefill_tokens": 512, "decode_new": 128, "beams": 4,
+    "beam_new": 64, "batch_size": 8, "batch_new": 64, "steps_new": 512, "agreement_new": 128,
+    "agreement_prompts": 5, "ppl_tokens": None, "timeout": 1200,
+}  # fmt: skip
+QUICK_SETTINGS = {
+    **DEFAULT_SETTINGS, "model": "tiny", "prefill_tokens": 64, "decode_new": 16, "beam_new": 8, "batch_size": 4,
+    "batch_new": 8, "steps_new": 32, "agreement_new": 16, "agreement_prompts": 3, "ppl_tokens": 128, "timeout": 300,
+}  # fmt: skip
+MODEL_NAMES = {"default": "SmolLM2-135M-Instruct", "tiny": "tiny random Llama (tests/tiny_models.py)"}
+SPEED_WORKLOADS = ["prefill", "greedy", "beam", "batch", "steps"]
+INSTALL_HINTS = {"llama_cpp": "pip install llama-cpp-python", "onnxruntime_genai": "pip install onnxruntime-genai"}
+
+
+def say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpec] | None = None,
+              quality: bool = True, log_dir: Path | None = None) -> dict:  # fmt: skip
+    engines = engines or ENGINES
+    began = time.perf_counter()
+    cache = cache / settings["model"]
+    cache.mkdir(parents=True, exist_ok=True)
+    log_dir = log_dir or cache
+    results: dict[str, dict] = {}
+    runnable: list[tuple[EngineSpec, dict]] = []
+    fp32 = _build(cache, "memgpt-fp32", lambda: models.build_memgpt(settings["model"], _hf(cache, settings), cache / "memgpt-fp32", "fp32"))
+    if isinstance(fp32, str):
+        raise RuntimeError(f"cannot build the memgpt fp32 model, which tokenizes every prompt: {fp32}")
+    import memgpt_runtime as mr
+
+    lm = mr.load(fp32, threads=threads)
+    inputs = prompts.make_inputs(lm.tokenizer, settings)
+    base_spec = {
+        "threads": threads, "settings": settings, "inputs": inputs, "pad_id": lm.manifest.tokens.pad_token_id,
+        "eos_ids": list(lm.manifest.tokens.eos_token_ids), "context": lm.manifest.context_length,
+        "free_pad_id": prompts.free_token_id(inputs, lm.manifest.vocab_size),
+    }  # fmt: skip
+    for engine in engines:
+        missing = missing_module(engine)
+        if missing:
+            results[engine.name] = {"status": "skipped", "reason": f"not installed ({INSTALL_HINTS.get(missing, missing)})"}
+            continue
+        artifact = _artifact(engine, settings, cache, log_dir)
+        if isinstance(artifact, str):
+            results[engine.name] = {"status": "failed", "error": artifact}
+            continue
+        if "status" in artifact:  # not applicable to this model
+            results[engine.name] = artifact
+            continue
+        spec = {**base_spec, "adapter": engine.adapter, "precision": engine.precision, **artifact}
+        results[engine.name] = {"status": "pending", "precision": engine.precision, "size_mb": models.weights_size_mb(Path(artifact["model_path"]))}
+        runnable.append((engine, spec))
+    build_seconds = time.perf_counter() - began
+    say(f"models ready in {build_seconds:.0f}s; running {len(runnable)} engines with {threads} threads")
+    timed_began = time.perf_counter()
+    for engine, spec in runnable:
+        say(f"{engine.name}: speed ...")
+        speed = _run_worker({**spec, "job": "speed", "workloads": SPEED_WORKLOADS}, settings["timeout"], log_dir, engine)
+        entry = {**results[engine.name], **speed}
+        if quality and speed["status"] == "ok":
+            say(f"{engine.name}: quality ...")
+            q = _run_worker({**spec, "job": "quality"}, settings["timeout"], log_dir, engine)
+            entry["quality"] = q.get("quality") if q["status"] == "ok" else {"status": "failed", "error": q.get("error")}
+        results[engine.name] = entry
+    _add_agreement(results)
+    return {
+        "model": MODEL_NAMES[settings["model"]],
+        "settings": settings,
+        "threads": threads,
+        "baseline": BASELINE,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},  # fmt: skip
+        "inputs": {k: (len(v) if k in ("prefill", "chat", "text") else [len(r) for r in v]) for k, v in inputs.items()},
+        "build_seconds": round(build_seconds, 1),
+        "run_seconds": round(time.perf_counter() - timed_began, 1),
+        "engines": results,
+    }
+
+
+def _hf(cache: Path, settings: dict) -> Path:
+    return models.build_hf(settings["model"], cache / "hf")
+
+
+def _build(cache: Path, name: str, build) -> Path | str:
+    """The built folder, or the one-line error of its build."""
+    if not (cache / name).exists():
+        say(f"building {name} (once; cached in {cache}) ...")
+    try:
+        with warnings.catch_warnings():  # the ONNX exporters' tracer warnings would bury the progress lines
+            warnings.simplefilter("ignore")
+            return Path(build())
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        return f"could not build {name}: {type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) -> dict | str:
+    """The paths the engine's worker needs ({"folder"/"gguf", "model_path"}), a "skipped" result when the
+    engine does not apply to this model, or the one-line error of a failed build."""
+    model = settings["model"]
+    if engine.adapter == "llamacpp_engine":
+        gguf = models.default_gguf() if model == "default" else None
+        if gguf is None:
+            reason = "no GGUF file for this model" if model != "default" else "the default model's GGUF is not installed"
+            return {"status": "skipped", "reason": reason}
+        return {"gguf": str(gguf), "model_path": str(gguf)}
+    if engine.adapter == "torch_engine":
+        built = _build(cache, "hf", lambda: _hf(cache, settings))
+    elif engine.adapter == "memgpt_engine":
+        name = f"memgpt-{engine.precision}"
+        built = _build(cache, name, lambda: models.build_memgpt(model, _hf(cache, settings), cache / name, engine.precision))
+    elif engine.adapter == "optimum_engine":
+        built = _build(cache, "optimum", lambda: models.build_optimum(_hf(cache, settings), cache / "optimum"))
+    elif engine.adapter == "genai_engine":
+        name = f"genai-{engine.precision}"
+        log = log_dir / "genai-build.log"
+        built = _build(cache, name, lambda: models.build_genai(_hf(cache, settings), cache / name, engine.precision, log))
+    else:
+        return f"unknown adapter {engine.adapter}"
+    if isinstance(built, str):
+        return built
+    return {"folder": str(built), "model_path": str(built)}
+
+
+def _run_worker(spec: dict, timeout: float, log_dir: Path, engine: EngineSpec) -> dict:
+    """Run one worker process; its result, or a failure with the last line it printed."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
+           "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join([str(models.REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    slug = engine.name.replace(" ", "-").replace(".", "")
+    log = log_dir / f"worker-{slug}-{spec['job']}.log"
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps(spec))
+        try:
+            with open(log, "w") as out:
+                subprocess.run([sys.executable, "-m", "benchmarks.worker", str(spec_path), str(result_path)],
+                               cwd=models.REPO, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return {"status": "failed", "error": f"timed out after {timeout:.0f}s"}
+        if result_path.is_file():
+            return json.loads(result_path.read_text())
+    tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return {"status": "failed", "error": (tail[-1] if tail else "the worker exited without a result")[:300]}
+
+
+def _add_agreement(results: dict) -> None:
+    """Greedy agreement with the baseline, per engine: the share of positions before the first divergence
+    (mean over prompts), and the share of identical positions."""
+    base = (results.get(BASELINE, {}).get("quality") or {}).get("continuations")
+    for entry in results.values():
+        ours = (entry.get("quality") or {}).get("continuations")
+        if not base or not ours:
+            continue
+        prefix, same = [], []
+        for a, b in zip(base, ours):
+            n = len(a)
+            first = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(n, len(b)))
+            prefix.append(first / n)
+            same.append(sum(x == y for x, y in zip(a, b)) / n)
+        entry["quality"]["agreement_prefix"] = sum(prefix) / len(prefix)
+        entry["quality"]["agreement_positions"] = sum(same) / len(same)
