@@ -43,13 +43,17 @@ def _cell(entry: dict, base: dict, workload: str, key: str, kind: str, spread: b
     return f"{fig['median']:.{digits}f} ({ratio:.2f}x)"
 
 
-def step_summary(entry: dict, window: int = 32) -> tuple[float, float] | None:
-    """Mean ms per step over the first and the last `window` decode steps of workload (e)."""
+def step_window(new_tokens: int) -> int:
+    """How many decode steps of workload (e) are averaged at its start and at its end."""
+    return max(1, min(32, (new_tokens - 1) // 2))
+
+
+def step_summary(entry: dict) -> tuple[float, float] | None:
+    """Mean ms per step over the first and the last decode steps of workload (e) (the prefill left out)."""
     lat = ((entry.get("workloads") or {}).get("steps") or {}).get("latency_ms")
     if not lat or len(lat) < 3:
         return None
-    decode = lat[1:]  # the first latency is the prefill
-    w = min(window, len(decode) // 2) or 1
+    decode, w = lat[1:], step_window(len(lat))  # the first latency is the prefill
     return float(np.mean(decode[:w])), float(np.mean(decode[-w:]))
 
 
@@ -74,7 +78,8 @@ def markdown(result: dict) -> str:
         "## Speed (median, speed-up vs PyTorch)",
         "",
     ]
-    header = ["engine"] + [t.format(**s) for t, _, _, _ in SPEED_COLUMNS] + [f"(e) ms/step, first/last 32 of {s['steps_new']}"]
+    steps_title = f"(e) ms/step, first/last {step_window(s['steps_new'])} of {s['steps_new']}"
+    header = ["engine"] + [t.format(**s) for t, _, _, _ in SPEED_COLUMNS] + [steps_title]
     rows = []
     for name, e in ok.items():
         steps = step_summary(e)
@@ -116,3 +121,10 @@ def write(result: dict, folder: Path) -> dict[str, Path]:
     paths["markdown"].write_text(markdown(result))
     paths.update(plots.write_plots(result, folder))
     return paths
+
+
+if __name__ == "__main__":  # `python -m benchmarks.report DIR`: rewrite the tables and plots from DIR/results.json
+    import sys
+
+    folder = Path(sys.argv[1])
+    write(json.loads((folder / "results.json").read_text()), folder)

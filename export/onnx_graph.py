@@ -36,6 +36,18 @@ class DecoderGraph:
     vocab_size: int  # the logits dimension, which may exceed the tokenizer's vocabulary (padding rows)
 
 
+def export_graph(model: Any, shape: ModelShape, workdir: Path) -> tuple[Path, DecoderGraph, str]:
+    """The fp32 decoder graph: fused for the Llama family, optimum's export for the rest; path, names, method."""
+    from .llama_graph import build_llama_graph, fused_graph_refusal
+
+    if fused_graph_refusal(model.config) is None:
+        proto, decoder = build_llama_graph(model, shape)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return workdir / save_onnx(proto, workdir), decoder, "fused"
+    path = export_onnx(model, workdir)
+    return path, read_decoder_graph(path, shape), "optimum"
+
+
 def export_onnx(model: Any, workdir: Path) -> Path:
     """Export `model` with optimum into `workdir`; return the path of the fp32 `model.onnx`."""
     from optimum.exporters.onnx import onnx_export_from_model

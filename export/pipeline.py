@@ -13,7 +13,7 @@ from typing import Any
 
 from .architectures import model_shape
 from .manifest_builder import build_manifest
-from .onnx_graph import export_onnx, move_fp32_graph, read_decoder_graph, save_onnx
+from .onnx_graph import export_graph, move_fp32_graph, save_onnx
 from .output_folder import check_output_folder, staging_folder
 from .progress import Progress
 from .quantize import check_scheme, fp32_description, quantize_graph
@@ -42,8 +42,7 @@ def export_model(
             loaded = load_model(source)
             shape = model_shape(loaded.config)
         with progress.step("export to ONNX"):
-            fp32_path = export_onnx(loaded.model, work)
-            decoder = read_decoder_graph(fp32_path, shape)
+            fp32_path, decoder, method = export_graph(loaded.model, shape, work)
         with progress.step("validate fp32 graph against PyTorch"):
             cases = validation_cases(loaded.tokenizer, decoder.vocab_size, shape.context_length)
             references = torch_reference(loaded.model, cases)
@@ -57,7 +56,9 @@ def export_model(
                 validation[scheme] = measure_quantized(staging / model_file, decoder, cases, references)
         with progress.step("save tokenizer and manifest"):
             tokenizer_file = write_tokenizer(loaded.tokenizer, staging)
-            build_manifest(loaded, shape, decoder, model_file, tokenizer_file, quantization, validation).write(staging)
+            manifest = build_manifest(loaded, shape, decoder, model_file, tokenizer_file, quantization, validation)
+            manifest.extra["graph"] = method  # "fused" (built here) or "optimum" (traced)
+            manifest.write(staging)
             shutil.rmtree(work)
     progress.say(f"wrote {target}")
     return target

@@ -1,10 +1,11 @@
 """Check an exported graph against the PyTorch model: max abs difference of logits on a few prompts.
 
-Three cases cover how the runtime will call the graph: a prompt with an empty past; a prompt split into a
-prefix then continuation chunks fed with the returned past; and a batch of two prompts of different lengths,
-left-padded with an attention mask, prefilled and then stepped once with the past. Padded positions are not
-compared (their logits are meaningless). The fp32 graph must stay within a tolerance; quantized graphs are
-only measured. This file does not export or quantize.
+The graph runs through the runtime's own session and KV cache (`memgpt_runtime.session`), as generation will
+run it. Three cases: a prompt with an empty past; a prefix, then the rest of the prompt fed one token at a
+time with the past; and a batch of two prompts of different lengths, left-padded with an attention mask,
+prefilled and then stepped once. Each call's logits (the last position of a prefill, every step) are compared
+with PyTorch's at the same positions. The fp32 graph must stay within a tolerance; quantized graphs are only
+measured. This file does not export or quantize.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ PROMPTS = (
 
 @dataclass(frozen=True)
 class Case:
-    """One validation input. `chunks` are the lengths fed per graph call; the first call has an empty past."""
+    """One validation input: a prefill of the first `prefill` columns, then one step per remaining column."""
 
     name: str
     input_ids: np.ndarray  # (batch, seq) int64, left-padded
     attention_mask: np.ndarray  # (batch, seq) int64, 0 on padding
-    chunks: tuple[int, ...]
+    prefill: int
 
     @property
     def position_ids(self) -> np.ndarray:
@@ -49,7 +50,6 @@ def validation_cases(tokenizer: Any, vocab_size: int, context_length: int) -> li
     rows = [r if len(r) >= 4 else (r + list(range(4)))[:4] for r in rows]  # tiny tokenizers may merge a lot
     long, short = rows[0], rows[1][: max(2, len(rows[0]) - 3)]
     single = np.array([long], dtype=np.int64)
-    split = (len(long) - 3, 2, 1)  # prefix, a 2-token chunk, a 1-token step
     width = max(len(long), len(short))
     padded = np.zeros((2, width + 1), dtype=np.int64)  # (2, width + 1): the last column is the decode step
     mask = np.zeros_like(padded)
@@ -58,9 +58,9 @@ def validation_cases(tokenizer: Any, vocab_size: int, context_length: int) -> li
         mask[row, width - len(ids) :] = 1
     padded[:, width] = long[0]  # the token fed in the single decode step
     return [
-        Case("prompt", single, np.ones_like(single), (len(long),)),
-        Case("prompt_then_past", single, np.ones_like(single), split),
-        Case("left_padded_batch", padded, mask, (width, 1)),
+        Case("prompt", single, np.ones_like(single), len(long)),
+        Case("prompt_then_past", single, np.ones_like(single), len(long) - 3),  # then three steps with the past
+        Case("left_padded_batch", padded, mask, width),
     ]
 
 
@@ -83,14 +83,18 @@ def torch_reference(model: Any, cases: list[Case]) -> list[np.ndarray]:
 
 def compare_graph(path: Path, graph: DecoderGraph, cases: list[Case], references: list[np.ndarray]) -> dict[str, Any]:
     """Run every case through the ONNX graph; return per-case max abs diff and top-1 agreement."""
-    import onnxruntime as ort
+    from memgpt_runtime.session import DecoderSession
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    longest = max(case.input_ids.shape[1] for case in cases)
+    session = DecoderSession(path, graph.graph, graph.kv_cache, graph.vocab_size, longest)
     results: dict[str, Any] = {}
     for case, ref in zip(cases, references):
-        logits = _run_chunks(session, graph, case)  # (batch, seq, vocab)
-        real = case.attention_mask.astype(bool)  # (batch, seq): compare real tokens only
-        got, want = logits[real], ref[real]  # (tokens, vocab)
+        try:
+            got, columns = _run_chunks(session, case)  # (batch, calls, vocab), the position of each call
+        except RuntimeError as exc:  # onnxruntime's kernel errors
+            first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+            raise ExportError(f"the exported graph fails on case {case.name} ({first}); please report it") from None
+        want = ref[:, columns, :]
         if not np.isfinite(got).all():
             raise ExportError(f"the exported graph gives non-finite logits on case {case.name}; the export is broken")
         results[case.name] = {
@@ -124,26 +128,14 @@ def measure_quantized(path: Path, graph: DecoderGraph, cases: list[Case], refere
     }
 
 
-def _run_chunks(session: Any, graph: DecoderGraph, case: Case) -> np.ndarray:
-    kv = graph.kv_cache
-    batch = case.input_ids.shape[0]
-    empty = np.zeros((batch, kv.num_kv_heads, 0, kv.head_size), dtype=np.float32)
-    past = {kv.past_key.format(i=i): empty for i in range(kv.num_layers)}
-    past.update({kv.past_value.format(i=i): empty for i in range(kv.num_layers)})
-    pieces, start = [], 0
-    for length in case.chunks:
-        end = start + length
-        feed = {graph.graph.input_ids: case.input_ids[:, start:end], **past}
-        if graph.graph.attention_mask:
-            feed[graph.graph.attention_mask] = case.attention_mask[:, :end]  # (batch, past_len + new_len)
-        if graph.graph.position_ids:
-            feed[graph.graph.position_ids] = case.position_ids[:, start:end]
-        names = [graph.graph.logits] + [n for i in range(kv.num_layers) for n in
-                                        (kv.present_key.format(i=i), kv.present_value.format(i=i))]
-        values = session.run(names, feed)
-        pieces.append(values[0])
-        for i in range(kv.num_layers):
-            past[kv.past_key.format(i=i)] = values[1 + 2 * i]
-            past[kv.past_value.format(i=i)] = values[2 + 2 * i]
-        start = end
-    return np.concatenate(pieces, axis=1)  # (batch, seq, vocab)
+def _run_chunks(session: Any, case: Case) -> tuple[np.ndarray, list[int]]:
+    """Prefill the first chunk, then step one token at a time; logits of each call and their positions."""
+    rows, width = case.input_ids.shape
+    state = session.new_state(rows, width)
+    first = case.prefill
+    logits = [state.prefill(case.input_ids[:, :first], case.attention_mask[:, :first]).copy()]
+    columns = [first - 1]
+    for column in range(first, width):
+        logits.append(state.step(case.input_ids[:, column]).copy())
+        columns.append(column)
+    return np.stack(logits, axis=1), columns  # (batch, calls, vocab)

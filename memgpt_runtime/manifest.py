@@ -26,8 +26,10 @@ class KVCacheSpec:
     """How the decoder graph takes and returns its key/value cache.
 
     layout "concat": past inputs of shape (batch, kv_heads, past_len, head_size); the graph returns the
-    presents of shape (batch, kv_heads, past_len + new_len, head_size). Names use the `{i}` placeholder for
-    the layer index.
+    presents of shape (batch, kv_heads, past_len + new_len, head_size).
+    layout "shared": one (batch, kv_heads, capacity, head_size) buffer per layer and kind, bound as both past
+    and present; each row keeps its tokens from position 0 and the graph writes new ones at `seqlens_k`.
+    Names use the `{i}` placeholder for the layer index.
     """
 
     layout: str
@@ -43,12 +45,21 @@ class KVCacheSpec:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """Names of the decoder graph's inputs and outputs (None = the graph has no such input)."""
+    """Names of the decoder graph's inputs and outputs (None = the graph has no such input).
+
+    A "concat" graph takes the attention mask and position ids and returns logits (batch, seq, vocab). A
+    "shared" graph takes instead `seqlens_k` (batch,) int32, each row's tokens after this step minus one,
+    `total_sequence_length` () int32, their maximum plus one, and `last_index` (batch,) int64, the position
+    in this step's input whose logits to return; its logits are (batch, vocab).
+    """
 
     input_ids: str
     attention_mask: str | None
     position_ids: str | None
     logits: str
+    seqlens_k: str | None = None
+    total_sequence_length: str | None = None
+    last_index: str | None = None
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def load(folder: str | Path, threads: int | None = None) -> "LanguageModel":
     folder = Path(folder)
     manifest = read_manifest(folder)
     tokenizer = Tokenizer(folder / manifest.tokenizer_file, manifest.tokens, manifest.chat_template)
-    session = DecoderSession(folder, manifest, threads if threads is not None else default_threads())
+    session = DecoderSession.from_manifest(folder, manifest, threads if threads is not None else default_threads())
     return LanguageModel(folder, manifest, tokenizer, session)
 
 

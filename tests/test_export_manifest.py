@@ -14,29 +14,35 @@ from memgpt_runtime.manifest import read_manifest
 import tiny_models as tm
 
 
+FUSED_INPUTS = dict(attention_mask=None, position_ids=None, seqlens_k="seqlens_k",
+                    total_sequence_length="total_sequence_length", last_index="last_index")
+TRACED_INPUTS = dict(attention_mask="attention_mask", position_ids="position_ids", seqlens_k=None,
+                     total_sequence_length=None, last_index=None)
+
+
 @pytest.mark.parametrize(
-    "export_fixture, architecture, layers, kv_heads, head_size, context, has_mask, has_positions",
+    "export_fixture, architecture, layers, kv_heads, head_size, context, graph, layout, inputs",
     [
-        ("tiny_llama_export", "llama", 2, 2, 8, 256, True, True),
-        ("tiny_qwen2_export", "qwen2", 2, 2, 16, 512, True, True),
-        ("tiny_gpt2_export", "gpt2", 2, 4, 8, 128, True, True),
+        ("tiny_llama_export", "llama", 2, 2, 16, 256, "fused", "shared", FUSED_INPUTS),
+        ("tiny_qwen2_export", "qwen2", 2, 2, 16, 512, "fused", "shared", FUSED_INPUTS),
+        ("tiny_gpt2_export", "gpt2", 2, 4, 8, 128, "optimum", "concat", TRACED_INPUTS),
     ],
 )
 def test_manifest_records_the_graph_and_cache_shape(
-    request, export_fixture, architecture, layers, kv_heads, head_size, context, has_mask, has_positions
+    request, export_fixture, architecture, layers, kv_heads, head_size, context, graph, layout, inputs
 ):
     m = read_manifest(request.getfixturevalue(export_fixture))
     assert (m.format, m.version) == ("memgpt-runtime-manifest", 1)
     assert (m.model_file, m.tokenizer_file) == ("model.onnx", "tokenizer.json")
     assert m.architecture == architecture
+    assert m.extra == {"graph": graph}
     assert m.vocab_size == tm.VOCAB_SIZE
     assert m.context_length == context
     assert (m.graph.input_ids, m.graph.logits) == ("input_ids", "logits")
-    assert m.graph.attention_mask == ("attention_mask" if has_mask else None)
-    assert m.graph.position_ids == ("position_ids" if has_positions else None)
+    assert {name: getattr(m.graph, name) for name in inputs} == inputs
     kv = m.kv_cache
     assert (kv.layout, kv.num_layers, kv.num_kv_heads, kv.head_size, kv.dtype) == (
-        "concat", layers, kv_heads, head_size, "float32")
+        layout, layers, kv_heads, head_size, "float32")
     assert (kv.past_key, kv.past_value) == ("past_key_values.{i}.key", "past_key_values.{i}.value")
     assert (kv.present_key, kv.present_value) == ("present.{i}.key", "present.{i}.value")
 
@@ -102,13 +108,13 @@ def test_tokenizer_json_encodes_exactly_like_transformers(request, export_fixtur
         assert exported.decode(exported.encode(text).ids, skip_special_tokens=True) == text
 
 
-def test_exported_graph_runs_a_prompt_with_an_empty_past(tiny_llama_export):
+def test_traced_graph_runs_a_prompt_with_an_empty_past(tiny_gpt2_export):
     import onnxruntime as ort
 
-    m = read_manifest(tiny_llama_export)
-    session = ort.InferenceSession(str(tiny_llama_export / m.model_file), providers=["CPUExecutionProvider"])
+    m = read_manifest(tiny_gpt2_export)
+    session = ort.InferenceSession(str(tiny_gpt2_export / m.model_file), providers=["CPUExecutionProvider"])
     empty = np.zeros((1, m.kv_cache.num_kv_heads, 0, m.kv_cache.head_size), dtype=np.float32)
-    feed = {m.graph.input_ids: np.array([[0, 5, 6]]), m.graph.attention_mask: np.ones((1, 3), dtype=np.int64),
+    feed = {m.graph.input_ids: np.array([[7, 5, 6]]), m.graph.attention_mask: np.ones((1, 3), dtype=np.int64),
             m.graph.position_ids: np.array([[0, 1, 2]])}
     for i in range(m.kv_cache.num_layers):
         feed[m.kv_cache.past_key.format(i=i)] = empty

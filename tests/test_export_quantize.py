@@ -10,7 +10,7 @@ from onnx import helper, numpy_helper
 from memgpt_runtime.manifest import read_manifest
 from export.quantize import fold_transposed_weights, quantize_graph, weight_matmuls
 
-LLAMA_WEIGHT_MATMULS = 2 * 7 + 1  # per layer q, k, v, o, gate, up, down; plus the LM head
+LLAMA_WEIGHT_MATMULS = 2 * 4 + 1  # per layer of the fused graph q|k|v, o, gate|up, down; plus the LM head
 
 
 def _graph(folder):
@@ -25,7 +25,7 @@ def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture,
     assert weight_matmuls(graph) == []  # no MatMul/Gemm with a float constant weight left
     assert len(nbits) == LLAMA_WEIGHT_MATMULS
     bits_of = {n.name: a.i for n in nbits for a in n.attribute if a.name == "bits"}
-    assert bits_of.pop("/lm_head/MatMul_Q8") == 8  # the tied head is quantized too, at 8 bits for int4 as well
+    assert bits_of.pop("lm_head_Q8") == 8  # the tied head is quantized too, at 8 bits for int4 as well
     assert set(bits_of.values()) == {bits}
     assert {a.i for n in nbits for a in n.attribute if a.name == "block_size"} == {32}
 
@@ -35,8 +35,8 @@ def test_manifest_lists_the_quantized_nodes(request, export_fixture, scheme, bit
     q = read_manifest(request.getfixturevalue(export_fixture)).quantization
     assert (q["scheme"], q["bits"], q["block_size"]) == (scheme, bits, 32)
     assert len(q["nodes"]) == LLAMA_WEIGHT_MATMULS
-    assert q["nodes"][-1] == "/lm_head/MatMul"
-    assert (q["lm_head"]["node"], q["lm_head"]["bits"]) == ("/lm_head/MatMul", 8)
+    assert q["nodes"][-1] == "lm_head"
+    assert (q["lm_head"]["node"], q["lm_head"]["bits"]) == ("lm_head", 8)
     assert q["algorithm"] == {"int8": "rtn", "int4": "hqq"}[scheme]
 
 
@@ -55,7 +55,7 @@ def test_quantized_exports_are_smaller(tiny_llama_export, tiny_llama_int8, tiny_
 
 @pytest.mark.parametrize("hf_fixture, expected", [
     ("tiny_gpt2_dir", 2 * 4 + 1),  # per layer c_attn, c_proj, c_fc, mlp c_proj (Gemm in ONNX); the head via Transpose(wte)
-    ("tiny_qwen2_dir", 2 * 7 + 1),
+    ("tiny_qwen2_dir", LLAMA_WEIGHT_MATMULS),
 ])
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_other_architectures_quantize_every_weight_matmul(request, tmp_path, hf_fixture, expected, scheme):
@@ -79,7 +79,7 @@ def test_an_untied_llama_head_is_quantized_too(tmp_path):
 
     source = tiny_models.build_tiny_llama(tmp_path / "untied", tied=False)
     folder = export_model(str(source), output=tmp_path / "out", quantize="int4", progress=Progress(quiet=True))
-    assert read_manifest(folder).quantization["nodes"][-1] == "/lm_head/MatMul"
+    assert read_manifest(folder).quantization["nodes"][-1] == "lm_head"
     assert weight_matmuls(_graph(folder)) == []
 
 

@@ -78,15 +78,15 @@ def _save(model, tokenizer, generation_config, folder: Path) -> Path:
 
 
 def build_tiny_llama(folder: Path, tied: bool = False, seed: int = 0) -> Path:
-    """Llama with GQA (4 heads, 2 KV heads, head size 8), 2 layers; EOS ids [1, 3]; tied head if `tied`."""
+    """Llama with GQA (4 heads, 2 KV heads, head size 16), 2 layers; EOS ids [1, 3]; tied head if `tied`."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=VOCAB_SIZE,
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=64,
+        intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,

@@ -1,7 +1,7 @@
 """llama.cpp through llama-cpp-python, on the GGUF file itself (Q4_1 weights), token ids in and out.
 
-Greedy decoding is a loop over the public `Llama.eval` with an argmax over the last logits and end of
-sequence banned; llama-cpp-python has no beam search and no batched generation, so (c) and (d) are n/a.
+Greedy decoding is a loop over `Llama.eval` with an argmax over the last position's logits (read with the
+low-level `llama_get_logits`, as `Llama.scores` is only filled with logits_all=True) and end of sequence banned; llama-cpp-python has no beam search and no batched generation, so (c) and (d) are n/a.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ def load(spec: dict) -> "LlamaCppEngine":
     return LlamaCppEngine(llm, spec["eos_ids"])
 
 
+def _last_logits(llm) -> np.ndarray:
+    """(vocab,) logits of the last evaluated position, copied."""
+    import llama_cpp
+
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(llm.n_vocab(),)).copy()
+
+
 class LlamaCppEngine:
     beam_search = False
     batching = False
@@ -39,7 +46,7 @@ class LlamaCppEngine:
         llm.eval(list(rows[0]))
         out: list[int] = []
         while True:
-            logits = np.array(llm.scores[llm.n_tokens - 1])  # (vocab,)
+            logits = _last_logits(llm)  # (vocab,)
             logits[self.eos_ids] = -np.inf
             token = int(logits.argmax())
             out.append(token)

@@ -1,0 +1,139 @@
+"""Spec: the benchmark suite's quick mode writes sane JSON, tables and plots; failures and skips are reported.
+
+The smoke run builds its own tiny models in a temporary cache (no network) and runs PyTorch and memgpt
+(fp32, int8) plus llama.cpp, which has no GGUF file for the tiny model and must be reported as skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ENGINES = "pytorch,memgpt fp32,memgpt int8,llama.cpp"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("bench") / "results"
+    cache = out.parent / "cache"
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--cache", str(cache), "--engines", ENGINES]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return done, out
+
+
+def test_quick_run_exits_0_and_writes_every_output(quick_run):
+    done, out = quick_run
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("results.json", "results.md", "tokens_per_second.png", "step_latency.png"):
+        assert (out / name).is_file(), name
+    for name in ("tokens_per_second.png", "step_latency.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_quick_json_has_sane_figures(quick_run):
+    _, out = quick_run
+    result = json.loads((out / "results.json").read_text())
+    engines = result["engines"]
+    assert list(engines) == ["pytorch fp32", "memgpt fp32", "memgpt int8", "llama.cpp q4_1"]
+    assert engines["llama.cpp q4_1"]["status"] == "skipped"
+    settings = result["settings"]
+    for name in ("pytorch fp32", "memgpt fp32", "memgpt int8"):
+        e = engines[name]
+        assert e["status"] == "ok", e
+        w = e["workloads"]
+        for fig in (w["prefill"]["seconds"], w["greedy"]["decode_tokens_per_second"], w["beam"]["seconds"],
+                    w["batch"]["tokens_per_second"]):  # fmt: skip
+            assert len(fig["values"]) == settings["repeats"]
+            assert 0 < fig["min"] <= fig["median"] <= fig["max"]
+        assert len(w["greedy"]["tokens"]) == settings["decode_new"]
+        assert len(w["steps"]["latency_ms"]) == settings["steps_new"]
+        assert all(x > 0 for x in w["steps"]["latency_ms"])
+        assert 0 < e["load_seconds"] and 0 < e["rss_after_load_mb"] <= e["peak_rss_mb"] and e["size_mb"] > 0
+        q = e["quality"]
+        assert math.isfinite(q["perplexity"]) and q["perplexity"] > 1
+        assert q["scored_tokens"] == settings["ppl_tokens"] - 1
+        assert 0 <= q["agreement_prefix"] <= q["agreement_positions"] <= 1
+    # fp32 on the same weights: the same perplexity and the same greedy tokens as PyTorch
+    base, fp32 = engines["pytorch fp32"]["quality"], engines["memgpt fp32"]["quality"]
+    assert fp32["perplexity"] == pytest.approx(base["perplexity"], rel=1e-4)
+    assert fp32["agreement_prefix"] == 1.0 and base["agreement_prefix"] == 1.0
+    # the runtime does not import torch: its worker stays far below PyTorch's
+    assert engines["memgpt fp32"]["rss_after_load_mb"] < engines["pytorch fp32"]["rss_after_load_mb"]
+
+
+def test_quick_markdown_has_ratio_tables(quick_run):
+    done, out = quick_run
+    text = (out / "results.md").read_text()
+    assert text == done.stdout.rstrip("\n") + "\n" or text.strip() in done.stdout
+    assert "## Speed (median, speed-up vs PyTorch)" in text
+    assert "| pytorch fp32 | 0." in text or "| pytorch fp32 |" in text
+    assert "(1.00x)" in text  # the baseline against itself
+    assert "- llama.cpp q4_1: skipped (no GGUF file for this model)" in text
+    rows = [line for line in text.splitlines() if line.startswith("| memgpt int8 |")]
+    assert len(rows) == 3  # speed, spread, memory/quality
+
+
+def test_a_crashing_worker_is_reported_as_failed_with_one_line(tmp_path):
+    from benchmarks import suite
+    from benchmarks.engines import EngineSpec
+
+    engine = EngineSpec("broken", "no_such_adapter", "fp32", ())
+    result = suite._run_worker({"threads": 1, "job": "speed", "adapter": "no_such_adapter"}, 60, tmp_path, engine)
+    assert result["status"] == "failed"
+    assert result["error"].startswith("ModuleNotFoundError: No module named 'benchmarks.engines.no_such_adapter'")
+    assert "\n" not in result["error"]
+
+
+def test_agreement_is_the_share_before_the_first_divergence_and_the_share_of_equal_positions():
+    from benchmarks.suite import _add_agreement
+
+    results = {
+        "pytorch fp32": {"quality": {"continuations": [[1, 2, 3, 4], [5, 6, 7, 8]]}},
+        "other": {"quality": {"continuations": [[1, 2, 9, 4], [5, 6, 7, 8]]}},
+    }
+    _add_agreement(results)
+    assert results["other"]["quality"]["agreement_prefix"] == pytest.approx((2 / 4 + 1) / 2)
+    assert results["other"]["quality"]["agreement_positions"] == pytest.approx((3 / 4 + 1) / 2)
+    assert results["pytorch fp32"]["quality"]["agreement_prefix"] == 1.0
+
+
+def test_register_adds_bench_without_importing_heavy_modules():
+    code = (
+        "import argparse, sys\n"
+        "from benchmarks.cli import register, run\n"
+        "p = argparse.ArgumentParser(); sub = p.add_subparsers(dest='command'); register(sub)\n"
+        "args = p.parse_args(['bench', '--quick', '--threads', '3'])\n"
+        "assert args.func is run and args.quick and args.threads == 3\n"
+        "heavy = [m for m in ('torch', 'transformers', 'onnxruntime', 'numpy', 'benchmarks.suite') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--engines", "nonsense"], "unknown engine 'nonsense'"),
+    (["--threads", "0"], "--threads and --repeats must be at least 1"),
+])  # fmt: skip
+def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
+    from benchmarks.cli import main
+
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_engine_selection_always_includes_the_baseline():
+    from benchmarks.cli import select_engines
+
+    assert [e.name for e in select_engines("memgpt int4")] == ["pytorch fp32", "memgpt int4"]
+    assert len(select_engines(None)) == 9
+    assert argparse  # imported for the register test's namespace
