@@ -1,32 +1,34 @@
-"""Weight-only blockwise quantization of every weight MatMul (LM head included) with ONNX Runtime MatMulNBits.
+"""Weight-only blockwise quantization of every weight MatMul (LM head included) into onnxruntime's MatMulNBits.
 
 `int8` and `int4` replace each MatMul whose weight is a constant (K, N) matrix by a `com.microsoft.MatMulNBits`
-node holding the weight in blocks of BLOCK_SIZE along K, each with its own scale and zero point (int4 keeps
-the LM head at 8 bits; see the measurements below). Activations stay fp32; the embedding Gather keeps its fp32
-table. A tied LM head often reaches its MatMul through `Transpose(embedding)`, which the stock quantizer skips;
-we first fold such a Transpose into a constant so the head is quantized too. This file does not validate accuracy (validate.py measures it).
+node holding the weight in blocks of BLOCK_SIZE along K, each with its own scale and integer zero point
+(`blockwise.py`), computed with int8 activations (accuracy_level 4, onnxruntime's fast path). A tied LM head
+often reaches its MatMul through `Transpose(embedding)` or a `Gemm` with transB, which the stock quantizer
+skips; we first fold those into a constant so the head is quantized too. The embedding Gather keeps its fp32
+table. This file does not validate accuracy (validate.py measures it).
+
+Which bits where (perplexity of SmolLM2-135M on benchmarks/data/english.txt, 1,024 tokens, fp32 26.77):
+int8 round-to-nearest everywhere 26.80 (+0.1%). All-4-bit round-to-nearest 33.75 (+26%); searched 4-bit codes
+29.70 (+11%); searched 4-bit with the attention's q|k|v projection at 8 bits 27.94 (+4.4%), the cheapest fix
+of those tried (o_proj 29.49, gate|up 28.92, down 29.21, first and last layers 29.17 at 8 bits). So `int4` is
+4-bit (searched) for the attention output and the MLP, 8-bit for the q|k|v projections and the LM head, as
+llama.cpp keeps its sensitive tensors at higher precision in its mixed schemes.
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from typing import Any
 
 import numpy as np
 
 from memgpt_runtime.errors import ExportError
 
+from .blockwise import quantize as quantize_weight
+
 SCHEMES = ("fp32", "int8", "int4")
 BLOCK_SIZE = 32
-# Measured on SmolLM2-135M (whose GGUF weights are already 4-bit, blocks of 32), perplexity of a 72-token text,
-# fp32 25.59: int8 round-to-nearest asymmetric 25.54 (symmetric 25.50 but larger logit drift; accuracy_level 4
-# 25.67); int4 round-to-nearest 28.9-32.6, int4 HQQ 26.41, int4 HQQ with an 8-bit head 25.54. So:
-#  - int8: round-to-nearest, asymmetric (scale + zero point per block), fp32 compute (accuracy_level 0);
-#  - int4: HQQ (half-quadratic optimised scales and float zero points) for the layers, the LM head at int8,
-#    as llama.cpp keeps its output matrix at higher precision.
-INT8 = {"bits": 8, "algorithm": "rtn", "symmetric": False, "accuracy_level": 0}
-INT4 = {"bits": 4, "algorithm": "hqq", "symmetric": False, "accuracy_level": 0}
+ACCURACY_LEVEL = 4  # int8 activations: the fast kernels (a float-activation 8-bit path is ~50x slower here)
+EIGHT_BIT_IN_INT4 = ("qkv_proj", "q_proj", "k_proj", "v_proj", "c_attn")  # attention input projections
 _FLOATS = {1, 10, 11, 16}  # onnx TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
@@ -50,13 +52,8 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
     split_gemms(proto)
     targets = weight_matmuls(proto)
     head = lm_head(proto)
-    if scheme == "int8":
-        proto = _matmul_nbits(proto, INT8)
-        head_settings = INT8
-    else:
-        proto = _matmul_nbits(proto, INT4, exclude=[head])
-        proto = _matmul_nbits(proto, INT8)  # only the head is left
-        head_settings = INT8
+    plan = {name: bits_for(name, head, scheme) for name in targets}  # node -> (bits, method)
+    _replace_with_matmul_nbits(proto, plan)
     left = weight_matmuls(proto)
     done = sum(1 for n in proto.graph.node if n.op_type == "MatMulNBits")
     if left or done != len(targets):
@@ -64,16 +61,26 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
             f"{scheme} quantization left {len(left)} float weight MatMul(s) (e.g. {left[:1]}) and made {done} of "
             f"{len(targets)} MatMulNBits; this graph is not supported by the quantizer"
         )
-    settings = INT8 if scheme == "int8" else INT4
     return proto, {
         "scheme": scheme,
-        "method": "onnxruntime MatMulNBits, weight-only, blockwise along K",
-        **settings,
+        "method": "MatMulNBits, weight-only, blockwise along K, integer zero points",
+        "bits": 8 if scheme == "int8" else 4,
+        "algorithm": "rtn" if scheme == "int8" else "searched 4-bit, rtn 8-bit",
+        "symmetric": False,
+        "accuracy_level": ACCURACY_LEVEL,
         "block_size": BLOCK_SIZE,
         "nodes": targets,
-        "lm_head": {"node": head, **head_settings},
+        "bits_by_node": {name: bits for name, (bits, _) in plan.items()},
+        "lm_head": {"node": head, "bits": plan[head][0]},
         "kept_float": "embedding Gather, norms, biases, activations",
     }
+
+
+def bits_for(node: str, head: str, scheme: str) -> tuple[int, str]:
+    """(bits, method) for one weight MatMul under `scheme` (see the module docstring for the measurements)."""
+    if scheme == "int8" or node == head or any(part in node for part in EIGHT_BIT_IN_INT4):
+        return 8, "rtn"
+    return 4, "searched"
 
 
 def lm_head(proto: Any) -> str:
@@ -89,32 +96,40 @@ def lm_head(proto: Any) -> str:
     return heads[-1] if heads else targets[-1]
 
 
-def _matmul_nbits(proto: Any, settings: dict[str, Any], exclude: list[str] = ()) -> Any:
-    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, MatMulNBitsQuantizer
+def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]]) -> None:
+    """Swap each planned MatMul for a MatMulNBits node; drop weights no other node reads."""
+    from onnx import helper, numpy_helper
 
-    algo = None
-    if settings["algorithm"] == "hqq":
-        algo = HQQWeightOnlyQuantConfig(block_size=BLOCK_SIZE, bits=settings["bits"], op_types_to_quantize=("MatMul",))
-    quant_logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-    level = quant_logger.level
-    quant_logger.setLevel(logging.WARNING)  # it logs one INFO line per node
-    try:
-        quantizer = MatMulNBitsQuantizer(
-            proto,
-            bits=settings["bits"],
-            block_size=BLOCK_SIZE,
-            is_symmetric=settings["symmetric"],
-            accuracy_level=settings["accuracy_level"] or None,
-            nodes_to_exclude=list(exclude),
-            op_types_to_quantize=("MatMul",),
-            algo_config=algo,
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # HQQ warns that it wraps read-only numpy arrays in torch tensors
-            quantizer.process()
-    finally:
-        quant_logger.setLevel(level)
-    return quantizer.model.model
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    nodes, dropped, added = [], set(), []
+    for node in graph.node:
+        if node.name not in plan:
+            nodes.append(node)
+            continue
+        bits, method = plan[node.name]
+        weight = numpy_helper.to_array(inits[node.input[1]])  # (K, N)
+        q = quantize_weight(np.ascontiguousarray(weight.T), bits, BLOCK_SIZE, method)
+        prefix = f"{node.input[1]}_Q{bits}"
+        added += [numpy_helper.from_array(q.packed, prefix), numpy_helper.from_array(q.scales, f"{prefix}_scales"),
+                  numpy_helper.from_array(q.zero_points, f"{prefix}_zero_points")]
+        nodes.append(helper.make_node(
+            "MatMulNBits", [node.input[0], prefix, f"{prefix}_scales", f"{prefix}_zero_points"], list(node.output),
+            name=f"{node.name}_Q{bits}", domain="com.microsoft",
+            K=q.k, N=q.n, bits=bits, block_size=BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL,
+        ))  # fmt: skip
+        readers[node.input[1]] -= 1
+        if readers[node.input[1]] == 0:
+            dropped.add(node.input[1])
+    kept = [t for t in graph.initializer if t.name not in dropped]
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    graph.ClearField("initializer")
+    graph.initializer.extend(kept + added)
 
 
 def weight_matmuls(proto: Any) -> list[str]:

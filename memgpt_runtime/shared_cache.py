@@ -31,6 +31,7 @@ class SharedCache:
         self._binding = self._session.io_binding()
         self._max_rows, self._max_length = max_rows, max_length
         self._bound_rows = -1  # the row count the cache buffers are bound for
+        self._bound_shape = None  # the shape of the step inputs bound in place, None after a prefill
         self.rows = 0
 
     def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -64,7 +65,7 @@ class SharedCache:
         self._seqlens[:rows] = lengths
         self._last[:rows] = 0
         self._total[...] = lengths.max() + 1
-        self._run(self._tokens[:rows])
+        self._run(self._tokens[:rows], in_place=True)
         lengths += 1
         return self._logits[:rows]
 
@@ -87,13 +88,16 @@ class SharedCache:
         self._lengths[targets] = self._lengths[sources]
         self.rows = len(rows)
 
-    def _run(self, ids: np.ndarray) -> None:
+    def _run(self, ids: np.ndarray, in_place: bool = False) -> None:
+        """Run the graph. Bindings point at this object's arrays (no copy), so steps rebind only on a new shape."""
         rows = self.rows
         binding, graph = self._binding, self._graph
-        binding.bind_cpu_input(graph.input_ids, ids)
-        binding.bind_cpu_input(graph.seqlens_k, self._seqlens[:rows])
-        binding.bind_cpu_input(graph.total_sequence_length, self._total)
-        binding.bind_cpu_input(graph.last_index, self._last[:rows])
+        if not in_place or self._bound_shape != ids.shape:
+            binding.bind_cpu_input(graph.input_ids, ids)
+            binding.bind_cpu_input(graph.seqlens_k, self._seqlens[:rows])
+            binding.bind_cpu_input(graph.total_sequence_length, self._total)
+            binding.bind_cpu_input(graph.last_index, self._last[:rows])
+            self._bound_shape = ids.shape if in_place else None
         if self._bound_rows != rows:
             for name, present, buffer in zip(self._names, self._present, self._buffers):
                 view = buffer[:rows]  # a contiguous prefix: rows are the outer axis

@@ -26,8 +26,11 @@ def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture,
     assert len(nbits) == LLAMA_WEIGHT_MATMULS
     bits_of = {n.name: a.i for n in nbits for a in n.attribute if a.name == "bits"}
     assert bits_of.pop("lm_head_Q8") == 8  # the tied head is quantized too, at 8 bits for int4 as well
+    qkv = {name: bits_of.pop(name) for name in list(bits_of) if "qkv_proj" in name}
+    assert set(qkv.values()) == {8}  # int4 keeps the attention's input projection at 8 bits
     assert set(bits_of.values()) == {bits}
     assert {a.i for n in nbits for a in n.attribute if a.name == "block_size"} == {32}
+    assert {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"} == {4}
 
 
 @pytest.mark.parametrize("export_fixture, scheme, bits", [("tiny_llama_int8", "int8", 8), ("tiny_llama_int4", "int4", 4)])
@@ -37,7 +40,9 @@ def test_manifest_lists_the_quantized_nodes(request, export_fixture, scheme, bit
     assert len(q["nodes"]) == LLAMA_WEIGHT_MATMULS
     assert q["nodes"][-1] == "lm_head"
     assert (q["lm_head"]["node"], q["lm_head"]["bits"]) == ("lm_head", 8)
-    assert q["algorithm"] == {"int8": "rtn", "int4": "hqq"}[scheme]
+    assert q["algorithm"] == {"int8": "rtn", "int4": "searched 4-bit, rtn 8-bit"}[scheme]
+    expected = {name: 8 if scheme == "int8" or "qkv" in name or name == "lm_head" else 4 for name in q["nodes"]}
+    assert q["bits_by_node"] == expected
 
 
 @pytest.mark.parametrize("export_fixture, scheme, max_diff", [("tiny_llama_int8", "int8", 0.05), ("tiny_llama_int4", "int4", 0.5)])
@@ -107,3 +112,32 @@ def test_fold_transposed_weights_makes_the_head_weight_a_constant():
     folded = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     np.testing.assert_array_equal(folded["table_transposed_const"], embedding.T)
     np.testing.assert_array_equal(folded["table"], embedding)  # the Gather keeps its table
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_round_to_nearest_reproduces_the_weight_within_half_a_step(bits):
+    from export.blockwise import quantize
+
+    w = np.random.default_rng(0).normal(size=(48, 96)).astype(np.float32)  # (N, K): 3 blocks of 32 per row
+    q = quantize(w, bits, 32, "rtn")
+    assert (q.packed.shape, q.scales.shape) == ((48, 3, 32 * bits // 8), (48, 3))
+    span = w.reshape(48, 3, 32).max(axis=2) - w.reshape(48, 3, 32).min(axis=2)  # (N, blocks)
+    error = np.abs(q.dequantize() - w).reshape(48, 3, 32).max(axis=2)
+    assert (error <= span * 0.5 / (2**bits - 1) * 1.0001 + 1e-6).all()
+
+
+def test_searched_codes_beat_round_to_nearest():
+    from export.blockwise import quantize
+
+    w = np.random.default_rng(1).normal(size=(64, 128)).astype(np.float32)
+    errors = {m: float(((quantize(w, 4, 32, m).dequantize() - w) ** 2).mean()) for m in ("rtn", "searched")}
+    assert errors["searched"] < 0.95 * errors["rtn"]
+
+
+def test_a_block_of_zeros_stays_zero():
+    from export.blockwise import quantize
+
+    w = np.zeros((4, 64), np.float32)
+    w[:, 32:] = np.linspace(-1, 1, 32)
+    for method in ("rtn", "searched"):
+        np.testing.assert_array_equal(quantize(w, 4, 32, method).dequantize()[:, :32], 0)

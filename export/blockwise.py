@@ -1,0 +1,121 @@
+"""Blockwise weight quantization into onnxruntime's MatMulNBits layout, in pure numpy.
+
+A weight W of shape (N, K) (output features, input features) is cut into blocks of `block_size` along K;
+each block gets a float scale and an integer zero point, and W ~= (code - zero_point) * scale. Integer zero
+points keep MatMulNBits on its fast int8 kernels (accuracy_level 4); float zero points send it to a path
+about 50 times slower, which is why HQQ's float zero points are not used here. Two ways to pick the codes:
+`rtn` (the block's min and max map to the end codes) and `searched` (a few candidate ranges per block, each
+refined by least squares, keeping the one with the smallest squared error; in the spirit of llama.cpp's
+`make_qkx` quantizers). Layout per the MatMulNBits spec: B is (N, k_blocks, block_size * bits / 8), codes
+packed low nibble first along K; 4-bit zero points two blocks per byte, 8-bit ones a byte each.
+This file does not touch graphs (`quantize.py` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SHRINKS = (1.0, 0.95, 0.9, 0.85)  # fractions of the block's range tried as the code range
+SHIFTS = (-0.5, -0.25, 0.0, 0.25, 0.5)  # zero-point offsets tried, in codes
+REFINE_STEPS = 4
+
+
+@dataclass(frozen=True)
+class Blockwise:
+    """MatMulNBits inputs for one weight: packed codes, scales and packed zero points."""
+
+    bits: int
+    block_size: int
+    n: int
+    k: int
+    packed: np.ndarray  # (N, k_blocks, block_size * bits // 8) uint8
+    scales: np.ndarray  # (N, k_blocks) float32
+    zero_points: np.ndarray  # (N, ceil(k_blocks * bits / 8)) uint8
+
+    def dequantize(self) -> np.ndarray:
+        """(N, K) float32: the weight the kernel multiplies by."""
+        codes = unpack_codes(self.packed, self.bits)  # (N, k_blocks, block)
+        zero = unpack_zero_points(self.zero_points, self.bits, self.scales.shape[1])  # (N, k_blocks)
+        w = (codes.astype(np.float32) - zero[:, :, None]) * self.scales[:, :, None]
+        return w.reshape(self.n, -1)[:, : self.k]
+
+
+def quantize(w: np.ndarray, bits: int, block_size: int = 32, method: str = "rtn") -> Blockwise:
+    """Quantize a (N, K) weight with `method` "rtn" or "searched"."""
+    blocks = _blocks(np.asarray(w, np.float32), block_size)  # (N, k_blocks, block)
+    scale, zero = (_rtn if method == "rtn" else _searched)(blocks, 2**bits - 1)
+    codes = _codes(blocks, scale, zero, 2**bits - 1)
+    return pack(codes, scale, zero, bits, block_size, w.shape[1])
+
+
+def _rtn(blocks: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    lo = np.minimum(blocks.min(axis=2), 0.0)  # zero stays exact (padding, pruned weights)
+    hi = np.maximum(blocks.max(axis=2), 0.0)
+    scale = _nonzero((hi - lo) / top)
+    return scale, np.clip(np.round(-lo / scale), 0, top)
+
+
+def _searched(blocks: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = blocks.min(axis=2), blocks.max(axis=2)  # (N, k_blocks)
+    best_err = np.full(lo.shape, np.inf, np.float32)
+    best_scale, best_zero = np.ones_like(lo), np.zeros_like(lo)
+    for shrink in SHRINKS:
+        for shift in SHIFTS:
+            scale = _nonzero((hi - lo) * shrink / top)
+            zero = np.clip(np.round(-lo / scale + shift), 0, top)
+            for _ in range(REFINE_STEPS):  # least-squares scale for the codes the current scale picks
+                q = _codes(blocks, scale, zero, top) - zero[:, :, None]
+                scale = _nonzero((blocks * q).sum(axis=2) / np.maximum((q * q).sum(axis=2), 1e-12))
+            q = _codes(blocks, scale, zero, top) - zero[:, :, None]
+            err = ((q * scale[:, :, None] - blocks) ** 2).sum(axis=2)
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best_scale, best_zero = np.where(better, scale, best_scale), np.where(better, zero, best_zero)
+    return best_scale, best_zero
+
+
+def _codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, top: int) -> np.ndarray:
+    return np.clip(np.round(blocks / scale[:, :, None]) + zero[:, :, None], 0, top).astype(np.float32)
+
+
+def _nonzero(scale: np.ndarray) -> np.ndarray:
+    return np.where(scale > 0, scale, 1e-8).astype(np.float32)  # a constant-zero block: any scale works
+
+
+def pack(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int, block_size: int, k: int) -> Blockwise:
+    """Pack (N, k_blocks, block) codes and (N, k_blocks) zero points into MatMulNBits' byte layout."""
+    n, k_blocks, _ = codes.shape
+    codes, zero = codes.astype(np.uint8), zero.astype(np.uint8)
+    if bits == 8:
+        packed, zp = codes, zero
+    elif bits == 4:
+        packed = codes[:, :, 0::2] | (codes[:, :, 1::2] << 4)
+        if k_blocks % 2:
+            zero = np.concatenate([zero, np.zeros((n, 1), np.uint8)], axis=1)
+        zp = zero[:, 0::2] | (zero[:, 1::2] << 4)
+    else:
+        raise ValueError(f"bits must be 4 or 8, got {bits}")
+    return Blockwise(bits, block_size, n, k, np.ascontiguousarray(packed), scale.astype(np.float32), np.ascontiguousarray(zp))
+
+
+def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:
+    if bits == 8:
+        return packed
+    out = np.empty(packed.shape[:-1] + (packed.shape[-1] * 2,), np.uint8)
+    out[..., 0::2], out[..., 1::2] = packed & 0x0F, packed >> 4
+    return out
+
+
+def unpack_zero_points(zp: np.ndarray, bits: int, k_blocks: int) -> np.ndarray:
+    return (zp if bits == 8 else unpack_codes(zp, 4))[:, :k_blocks].astype(np.float32)
+
+
+def _blocks(w: np.ndarray, block_size: int) -> np.ndarray:
+    """(N, K) -> (N, k_blocks, block_size), zero-padding K up to whole blocks."""
+    n, k = w.shape
+    pad = (-k) % block_size
+    if pad:
+        w = np.concatenate([w, np.zeros((n, pad), w.dtype)], axis=1)
+    return w.reshape(n, -1, block_size)
