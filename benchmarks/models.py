@@ -48,14 +48,27 @@ def build_hf(model: str, folder: Path) -> Path:
     return folder
 
 
+def export_fingerprint() -> str:
+    """A hash of the export stage's code: a memgpt folder built by other code is rebuilt, never reused."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted([*(REPO / "export").glob("*.py"), REPO / "memgpt_runtime" / "manifest.py"]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def build_memgpt(model: str, hf: Path, folder: Path, precision: str) -> Path:
-    if (folder / MARKERS["memgpt"]).is_file():
+    stamp = folder / ".export-fingerprint"
+    if (folder / MARKERS["memgpt"]).is_file() and stamp.is_file() and stamp.read_text() == export_fingerprint():
         return folder
     from export import export_model
     from export.progress import Progress
 
     source = None if model == "default" else str(hf)  # the default model through the public path, from its GGUF
-    return export_model(source, output=folder, quantize=precision, force=True, progress=Progress(quiet=True))
+    export_model(source, output=folder, quantize=precision, force=True, progress=Progress(quiet=True))
+    stamp.write_text(export_fingerprint())
+    return folder
 
 
 def build_optimum(hf: Path, folder: Path) -> Path:
