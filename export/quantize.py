@@ -4,8 +4,9 @@
 node holding the weight in blocks of BLOCK_SIZE along K, each with its own scale and integer zero point
 (`blockwise.py`), computed with int8 activations (accuracy_level 4, onnxruntime's fast path). A tied LM head
 often reaches its MatMul through `Transpose(embedding)` or a `Gemm` with transB, which the stock quantizer
-skips; we first fold those into a constant so the head is quantized too. The embedding Gather keeps its fp32
-table. This file does not validate accuracy (validate.py measures it).
+skips; we first fold those into a constant so the head is quantized too. Embedding tables become 8-bit
+`GatherBlockQuantized` lookups, which quarters the largest tensor of a small model's memory. This file does not
+validate accuracy (validate.py measures it).
 
 Which bits where (perplexity of SmolLM2-135M on benchmarks/data/english.txt, 1,024 tokens, fp32 26.77):
 int8 round-to-nearest everywhere 26.80 (+0.1%). All-4-bit round-to-nearest 33.75 (+26%); searched 4-bit codes
@@ -29,6 +30,7 @@ SCHEMES = ("fp32", "int8", "int4")
 BLOCK_SIZE = 32
 ACCURACY_LEVEL = 4  # int8 activations: the fast kernels (a float-activation 8-bit path is ~50x slower here)
 EIGHT_BIT_IN_INT4 = ("qkv_proj", "q_proj", "k_proj", "v_proj", "c_attn")  # attention input projections
+EMBEDDING_BITS = 8
 _FLOATS = {1, 10, 11, 16}  # onnx TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
@@ -54,6 +56,7 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
     head = lm_head(proto)
     plan = {name: bits_for(name, head, scheme) for name in targets}  # node -> (bits, method)
     _replace_with_matmul_nbits(proto, plan)
+    tables = _quantize_embeddings(proto)
     left = weight_matmuls(proto)
     done = sum(1 for n in proto.graph.node if n.op_type == "MatMulNBits")
     if left or done != len(targets):
@@ -72,7 +75,8 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
         "nodes": targets,
         "bits_by_node": {name: bits for name, (bits, _) in plan.items()},
         "lm_head": {"node": head, "bits": plan[head][0]},
-        "kept_float": "embedding Gather, norms, biases, activations",
+        "embeddings": {name: EMBEDDING_BITS for name in tables},
+        "kept_float": "norms, biases, activations",
     }
 
 
@@ -97,35 +101,80 @@ def lm_head(proto: Any) -> str:
 
 
 def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]]) -> None:
-    """Swap each planned MatMul for a MatMulNBits node; drop weights no other node reads."""
+    """Swap each planned MatMul for a MatMulNBits node."""
     from onnx import helper, numpy_helper
 
-    graph = proto.graph
-    inits = {t.name: t for t in graph.initializer}
-    readers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
-    nodes, dropped, added = [], set(), []
-    for node in graph.node:
+    inits = {t.name: t for t in proto.graph.initializer}
+
+    def swap(node: Any) -> tuple[Any, str, list[Any]] | None:
         if node.name not in plan:
-            nodes.append(node)
-            continue
+            return None
         bits, method = plan[node.name]
         weight = numpy_helper.to_array(inits[node.input[1]])  # (K, N)
         q = quantize_weight(np.ascontiguousarray(weight.T), bits, BLOCK_SIZE, method)
         prefix = f"{node.input[1]}_Q{bits}"
-        added += [numpy_helper.from_array(q.packed, prefix), numpy_helper.from_array(q.scales, f"{prefix}_scales"),
-                  numpy_helper.from_array(q.zero_points, f"{prefix}_zero_points")]
-        nodes.append(helper.make_node(
+        new = helper.make_node(
             "MatMulNBits", [node.input[0], prefix, f"{prefix}_scales", f"{prefix}_zero_points"], list(node.output),
             name=f"{node.name}_Q{bits}", domain="com.microsoft",
             K=q.k, N=q.n, bits=bits, block_size=BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL,
-        ))  # fmt: skip
-        readers[node.input[1]] -= 1
-        if readers[node.input[1]] == 0:
-            dropped.add(node.input[1])
-    kept = [t for t in graph.initializer if t.name not in dropped]
+        )  # fmt: skip
+        return new, node.input[1], _tensors(prefix, q.packed, q)
+
+    _rewrite(proto, swap)
+
+
+def _quantize_embeddings(proto: Any) -> list[str]:
+    """Replace each `Gather(table, ids)` on a constant (rows, width) float table by an 8-bit GatherBlockQuantized."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    done = []
+
+    def swap(node: Any) -> tuple[Any, str, list[Any]] | None:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" and node.input else None
+        axis = [helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"]
+        if table is None or table.data_type not in _FLOATS or len(table.dims) != 2 or (axis and axis[0] != 0):
+            return None
+        weight = numpy_helper.to_array(table)  # (rows, width)
+        q = quantize_weight(weight, EMBEDDING_BITS, BLOCK_SIZE, "rtn")
+        prefix = f"{table.name}_Q{EMBEDDING_BITS}"
+        new = helper.make_node(
+            "GatherBlockQuantized", [prefix, node.input[1], f"{prefix}_scales", f"{prefix}_zero_points"],
+            list(node.output), name=f"{node.name}_Q{EMBEDDING_BITS}", domain="com.microsoft",
+            bits=EMBEDDING_BITS, block_size=BLOCK_SIZE, quantize_axis=1, gather_axis=0,
+        )  # fmt: skip
+        done.append(node.name)
+        return new, table.name, _tensors(prefix, q.packed.reshape(weight.shape[0], -1), q)
+
+    _rewrite(proto, swap)
+    return done
+
+
+def _tensors(prefix: str, data: np.ndarray, q: Any) -> list[Any]:
+    from onnx import numpy_helper
+
+    return [numpy_helper.from_array(data, prefix), numpy_helper.from_array(q.scales, f"{prefix}_scales"),
+            numpy_helper.from_array(q.zero_points, f"{prefix}_zero_points")]
+
+
+def _rewrite(proto: Any, swap: Any) -> None:
+    """Replace nodes for which `swap(node)` returns (new node, weight it read, new tensors); drop unread weights."""
+    graph = proto.graph
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    nodes, added = [], []
+    for node in graph.node:
+        swapped = swap(node)
+        if swapped is None:
+            nodes.append(node)
+            continue
+        new, weight, tensors = swapped
+        nodes.append(new)
+        added += tensors
+        readers[weight] -= 1
+    kept = [t for t in graph.initializer if readers.get(t.name, 0) > 0 or t.name not in readers]
     graph.ClearField("node")
     graph.node.extend(nodes)
     graph.ClearField("initializer")

@@ -31,6 +31,8 @@ def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture,
     assert set(bits_of.values()) == {bits}
     assert {a.i for n in nbits for a in n.attribute if a.name == "block_size"} == {32}
     assert {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"} == {4}
+    tables = [n for n in graph.graph.node if n.op_type in ("Gather", "GatherBlockQuantized")]
+    assert [(n.op_type, n.input[0]) for n in tables] == [("GatherBlockQuantized", "embed_tokens.weight_Q8")]
 
 
 @pytest.mark.parametrize("export_fixture, scheme, bits", [("tiny_llama_int8", "int8", 8), ("tiny_llama_int4", "int4", 4)])
