@@ -10,7 +10,7 @@ from export.quantize import weight_matmuls
 from memgpt_runtime.manifest import read_manifest
 
 pytestmark = pytest.mark.slow
-SMOLLM2_WEIGHT_MATMULS = 30 * 7 + 1  # 30 layers of q, k, v, o, gate, up, down; plus the tied head
+SMOLLM2_WEIGHT_MATMULS = 30 * 4 + 1  # 30 fused layers of q|k|v, o, gate|up, down; plus the tied head
 
 
 def test_default_fp32_export_matches_pytorch_within_1e_3(smollm2_fp32_export):
@@ -38,7 +38,7 @@ def test_default_tokenizer_json_adds_bos_like_transformers(smollm2_fp32_export):
     assert tok.encode("Hello world").ids == [1, 19556, 905]
 
 
-def test_default_int8_export_quantizes_all_211_weight_matmuls(smollm2_int8_export, smollm2_fp32_export):
+def test_default_int8_export_quantizes_all_121_weight_matmuls(smollm2_int8_export, smollm2_fp32_export):
     m = read_manifest(smollm2_int8_export)
     assert len(m.quantization["nodes"]) == SMOLLM2_WEIGHT_MATMULS
     graph = onnx.load(str(smollm2_int8_export / m.model_file), load_external_data=False)
