@@ -103,9 +103,10 @@ class LanguageModel:
             else:
                 mask = np.ones_like(ids)
         else:
-            mask = np.asarray(attention_mask, dtype=np.int64).reshape(ids.shape) if np.size(attention_mask) == ids.size else None
-            if mask is None:
-                raise UsageError(f"attention_mask must have the shape of input_ids {ids.shape}")
+            mask = np.asarray(attention_mask, dtype=np.int64)
+            mask = mask[None, :] if mask.ndim == 1 else mask
+            if mask.shape != ids.shape:
+                raise UsageError(f"attention_mask must have the shape of input_ids {ids.shape}, got {mask.shape}")
         if not mask[:, -1].all():
             raise UsageError("prompts must be left-padded: the attention mask's last column must be all 1")
         return ids, mask
