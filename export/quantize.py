@@ -28,6 +28,9 @@ from .blockwise import quantize as quantize_weight
 
 SCHEMES = ("fp32", "int8", "int4")
 BLOCK_SIZE = 32
+# 8-bit weights in blocks of 64: a third fewer bytes of scales to read per token (SmolLM2's 8-bit LM head ran in
+# about 0.6-0.7 ms instead of 0.8-0.95 ms per call here) for no measurable loss at 8 bits
+EIGHT_BIT_BLOCK_SIZE = 64
 ACCURACY_LEVEL = 4  # int8 activations: the fast kernels (a float-activation 8-bit path is ~50x slower here)
 EIGHT_BIT_IN_INT4 = ("qkv_proj", "q_proj", "k_proj", "v_proj", "c_attn")  # attention input projections
 EMBEDDING_BITS = 8
@@ -72,6 +75,7 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
         "symmetric": False,
         "accuracy_level": ACCURACY_LEVEL,
         "block_size": BLOCK_SIZE,
+        "block_size_8bit": EIGHT_BIT_BLOCK_SIZE,
         "nodes": targets,
         "bits_by_node": {name: bits for name, (bits, _) in plan.items()},
         "lm_head": {"node": head, "bits": plan[head][0]},
@@ -85,6 +89,11 @@ def bits_for(node: str, head: str, scheme: str) -> tuple[int, str]:
     if scheme == "int8" or node == head or any(part in node for part in EIGHT_BIT_IN_INT4):
         return 8, "rtn"
     return 4, "searched"
+
+
+def block_size_for(bits: int, k: int) -> int:
+    """Block size along K for a weight of `bits` bits (MatMulNBits needs K to be a whole number of blocks)."""
+    return EIGHT_BIT_BLOCK_SIZE if bits == 8 and k % EIGHT_BIT_BLOCK_SIZE == 0 else BLOCK_SIZE
 
 
 def lm_head(proto: Any) -> str:
@@ -111,12 +120,13 @@ def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]]) -> 
             return None
         bits, method = plan[node.name]
         weight = numpy_helper.to_array(inits[node.input[1]])  # (K, N)
-        q = quantize_weight(np.ascontiguousarray(weight.T), bits, BLOCK_SIZE, method)
+        block = block_size_for(bits, weight.shape[0])
+        q = quantize_weight(np.ascontiguousarray(weight.T), bits, block, method)
         prefix = f"{node.input[1]}_Q{bits}"
         new = helper.make_node(
             "MatMulNBits", [node.input[0], prefix, f"{prefix}_scales", f"{prefix}_zero_points"], list(node.output),
             name=f"{node.name}_Q{bits}", domain="com.microsoft",
-            K=q.k, N=q.n, bits=bits, block_size=BLOCK_SIZE, accuracy_level=ACCURACY_LEVEL,
+            K=q.k, N=q.n, bits=bits, block_size=block, accuracy_level=ACCURACY_LEVEL,
         )  # fmt: skip
         return new, node.input[1], _tensors(prefix, q.packed, q)
 

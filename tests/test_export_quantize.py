@@ -29,7 +29,8 @@ def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture,
     qkv = {name: bits_of.pop(name) for name in list(bits_of) if "qkv_proj" in name}
     assert set(qkv.values()) == {8}  # int4 keeps the attention's input projection at 8 bits
     assert set(bits_of.values()) == {bits}
-    assert {a.i for n in nbits for a in n.attribute if a.name == "block_size"} == {32}
+    blocks = {n.name: a.i for n in nbits for a in n.attribute if a.name == "block_size"}
+    assert blocks == {name: 64 if "qkv" in name or name == "lm_head_Q8" or bits == 8 else 32 for name in blocks}
     assert {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"} == {4}
     tables = [n for n in graph.graph.node if n.op_type in ("Gather", "GatherBlockQuantized")]
     assert [(n.op_type, n.input[0]) for n in tables] == [("GatherBlockQuantized", "embed_tokens.weight_Q8")]
