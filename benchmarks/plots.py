@@ -50,7 +50,7 @@ def write_plots(result: dict, folder: Path) -> dict[str, Path]:
         smooth = np.convolve(decode, np.ones(w) / w, mode="valid")  # moving average over w steps
         ax.plot(positions[w - 1:], smooth, label=name, lw=1.2)
     ax.set_xlabel("position in the sequence (prompt + generated)")
-    ax.set_ylabel(f"ms per step (moving average)")
+    ax.set_ylabel("ms per step (moving average)")
     ax.set_title(f"(e) per-step latency of one greedy generation, {result['model']}")
     ax.legend(fontsize=7)
     fig.tight_layout()

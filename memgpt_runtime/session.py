@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 from .concat_cache import ConcatCache
