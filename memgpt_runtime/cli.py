@@ -120,7 +120,8 @@ def run_generate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     new = result.sequences[:, len(ids) :]
     texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
-    new_counts = [_count_new(row, lm.generation_config(**options)) for row in new]
+    config = lm.generation_config(**options)
+    new_counts = [_count_new(row, config) for row in new]
     if args.json:
         outputs = []
         for i, (text, row) in enumerate(zip(texts, new)):

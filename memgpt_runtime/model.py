@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .config import GenerationConfig
-from .errors import PromptTooLongError, UsageError
+from .errors import UsageError
 from .manifest import Manifest, read_manifest
 from .search import GenerateResult, generate_ids
 from .session import DecoderSession, default_threads
@@ -61,17 +61,9 @@ class LanguageModel:
         if config.max_new_tokens is None and config.max_length is None:
             # as transformers `_prepare_generated_length`: the default 20 new tokens stop at the context
             config = config.replace(max_length=min(config.total_length(prompt_length), context))
-        total = config.total_length(prompt_length)
-        if total <= prompt_length:
-            raise UsageError(
-                f"max_length ({total}) leaves no room after the {prompt_length}-token prompt; set max_new_tokens instead"
-            )
-        if total > context:
-            raise PromptTooLongError(
-                f"the prompt ({prompt_length} tokens) plus new tokens need {total} positions but the model's "
-                f"context is {context}; shorten the prompt or lower max_new_tokens"
-            )
-        state = self.session.new_state(rows * max(config.num_beams, config.num_return_sequences), total)
+        # the session refuses a length past the context; generate_ids one that leaves no room after the prompt
+        rows_needed = rows * max(config.num_beams, config.num_return_sequences)
+        state = self.session.new_state(rows_needed, max(config.total_length(prompt_length), prompt_length))
         rng = np.random.default_rng(config.seed)
         result = generate_ids(state, ids, mask, config, rng=rng, on_tokens=on_tokens)
         return result if config.return_dict_in_generate else result.sequences
@@ -146,7 +138,7 @@ class LanguageModel:
         config = self.generation_config(**options)
         if config.num_beams > 1 or config.num_return_sequences > 1:
             raise UsageError("streaming needs num_beams=1 and num_return_sequences=1; beam search decides at the end")
-        return _stream_in_thread(self, ids, options)
+        return _stream_in_thread(self, ids, options, set(config.eos_token_id))
 
 
 class _Cancelled(Exception):
@@ -156,12 +148,11 @@ class _Cancelled(Exception):
 _DONE = object()  # the end of a stream
 
 
-def _stream_in_thread(model: LanguageModel, ids: list[int], options: dict[str, Any]) -> Iterator[str]:
+def _stream_in_thread(model: LanguageModel, ids: list[int], options: dict[str, Any], eos: set[int]) -> Iterator[str]:
     """Run generation in a thread and yield text pieces as its tokens arrive; stops if the reader stops."""
     pieces: queue.Queue = queue.Queue()
     cancelled = threading.Event()
     text = TextStream(model.tokenizer)
-    eos = set(model.generation_config(**options).eos_token_id)
     finished = [False]
 
     def on_tokens(tokens: np.ndarray) -> None:

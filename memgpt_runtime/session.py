@@ -83,7 +83,7 @@ class DecoderSession:
         context = self.context_length
         if max_length > context:
             raise PromptTooLongError(
-                f"prompt plus new tokens need {max_length} positions but the model's context is {context}; "
+                f"the prompt plus new tokens need {max_length} positions but the model's context is {context}; "
                 "shorten the prompt or lower max_new_tokens"
             )
         return CACHES[self.kv_cache.layout](self, max_rows, max_length)
