@@ -1,4 +1,4 @@
-"""The export stage of memgpt-runtime: turn a Hugging Face causal LM into an ONNX runtime folder.
+"""The export stage of memgpt-runtime: turn a Hugging Face causal LM or encoder-decoder into an ONNX runtime folder.
 
 `export_model(model=None, output="dir", quantize="fp32"|"int8"|"int4", force=False) -> Path` is the Python
 API; `memgpt export` (export/cli.py) is the command. Heavy imports (torch, transformers, optimum) happen only

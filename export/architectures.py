@@ -1,7 +1,9 @@
 """The registry of supported architectures: each entry turns a transformers config into the model's shape.
 
 An entry knows where its config keeps the layer count, KV heads, head size and context length; everything
-downstream (ONNX names, manifest) is shared. To add an architecture, add an entry and a tiny-model test.
+downstream (ONNX names, manifest) is shared. An encoder-decoder entry also says where each decoder layer keeps
+its cross-attention key/value projections, which the encoder graph applies once per source
+(`seq2seq_graph.py`). To add an architecture, add an entry and a tiny-model test.
 It does not load models or check that optimum can export them (optimum's own registry decides that).
 """
 
@@ -20,8 +22,9 @@ class ModelShape:
     num_layers: int
     num_kv_heads: int
     head_size: int
-    context_length: int
+    context_length: int  # the longest (decoder) sequence
     vocab_size: int
+    max_source_length: int | None = None  # encoder-decoder models: the longest source the encoder takes
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,13 @@ class Architecture:
     family: str
     model_types: tuple[str, ...]
     shape: Callable[[Any], ModelShape]
+    # encoder-decoder models only: the loaded model -> per decoder layer, its cross-attention (key, value)
+    # projections as torch Linear modules (weight (heads * head_size, d_model), bias or None)
+    cross_attention: Callable[[Any], list[tuple[Any, Any]]] | None = None
+
+    @property
+    def kind(self) -> str:
+        return "decoder-only" if self.cross_attention is None else "encoder-decoder"
 
 
 def _llama_shape(config: Any) -> ModelShape:
@@ -53,9 +63,50 @@ def _gpt2_shape(config: Any) -> ModelShape:
     )
 
 
+T5_DEFAULT_LENGTH = 512  # T5 has relative positions, no table; 512 is what it was trained with
+
+
+def _t5_shape(config: Any) -> ModelShape:
+    # subtle: T5's head size is d_kv, which need not be d_model / num_heads
+    length = getattr(config, "n_positions", None) or T5_DEFAULT_LENGTH
+    return ModelShape(
+        num_layers=config.num_decoder_layers,
+        num_kv_heads=config.num_heads,
+        head_size=config.d_kv,
+        context_length=length,
+        vocab_size=config.vocab_size,
+        max_source_length=length,
+    )
+
+
+def _bart_shape(config: Any) -> ModelShape:
+    # BART and Marian: learned (BART) or sinusoidal (Marian) position tables of max_position_embeddings rows
+    heads = config.decoder_attention_heads
+    return ModelShape(
+        num_layers=config.decoder_layers,
+        num_kv_heads=heads,
+        head_size=config.d_model // heads,
+        context_length=config.max_position_embeddings,
+        vocab_size=getattr(config, "decoder_vocab_size", None) or config.vocab_size,
+        max_source_length=config.max_position_embeddings,
+    )
+
+
+def _t5_cross(model: Any) -> list[tuple[Any, Any]]:
+    # no bias, and no 1/sqrt(head_size) scaling anywhere in T5's attention
+    return [(block.layer[1].EncDecAttention.k, block.layer[1].EncDecAttention.v) for block in model.decoder.block]
+
+
+def _bart_cross(model: Any) -> list[tuple[Any, Any]]:
+    # the scaling sits on the queries, so keys and values are the plain projections (with bias)
+    return [(layer.encoder_attn.k_proj, layer.encoder_attn.v_proj) for layer in model.model.decoder.layers]
+
+
 ARCHITECTURES = (
     Architecture("llama", ("llama", "mistral", "qwen2"), _llama_shape),
     Architecture("gpt2", ("gpt2",), _gpt2_shape),
+    Architecture("t5", ("t5",), _t5_shape, _t5_cross),
+    Architecture("bart", ("bart", "marian"), _bart_shape, _bart_cross),
 )
 
 

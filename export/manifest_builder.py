@@ -1,9 +1,11 @@
-"""Fill the runtime's Manifest from the loaded model, the exported graph, quantization and validation.
+"""Fill the runtime's Manifest from the loaded model, the exported graph(s), quantization and validation.
 
 Every architecture detail is resolved here so the runtime never needs transformers: special token ids
-(from the generation config, which is right where a GGUF tokenizer's are not), the chat template, the
-generation defaults the model's `generation_config.json` explicitly sets, and where the model came from.
-It does not decide the numbers themselves (architectures.py, onnx_graph.py, validate.py do).
+(from the generation config, which is right where a GGUF tokenizer's are not; for encoder-decoder models
+also the decoder start token), the chat template, the generation defaults the model's
+`generation_config.json` explicitly sets, and where the model came from. An encoder-decoder manifest has kind
+"encoder-decoder" and names its encoder graph. It does not decide the numbers themselves (architectures.py,
+onnx_graph.py, seq2seq_graph.py and the validators do).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from memgpt_runtime.config import GenerationConfig as RuntimeGenerationConfig
 from memgpt_runtime.errors import ExportError, MemgptError
-from memgpt_runtime.manifest import Manifest, TokenSpec
+from memgpt_runtime.manifest import EncoderSpec, Manifest, TokenSpec
 
 from .architectures import ModelShape
 from .onnx_graph import DecoderGraph
@@ -28,7 +30,9 @@ def build_manifest(
     tokenizer_file: str,
     quantization: dict[str, Any],
     validation: dict[str, Any],
+    encoder: EncoderSpec | None = None,
 ) -> Manifest:
+    """The manifest of a decoder-only export, or of an encoder-decoder one when `encoder` is given."""
     return Manifest(
         model_file=model_file,
         tokenizer_file=tokenizer_file,
@@ -37,17 +41,19 @@ def build_manifest(
         context_length=shape.context_length,
         graph=decoder.graph,
         kv_cache=decoder.kv_cache,
-        tokens=token_spec(loaded),
+        tokens=token_spec(loaded, encoder_decoder=encoder is not None),
         chat_template=chat_template(loaded.tokenizer),
         generation_defaults=generation_defaults(loaded.generation_config),
         quantization=quantization,
         source=source_description(loaded),
         validation=validation,
+        kind="decoder-only" if encoder is None else "encoder-decoder",
+        encoder=encoder,
     )
 
 
-def token_spec(loaded: LoadedModel) -> TokenSpec:
-    """BOS/EOS/pad ids: the generation config first, then the model config (never the GGUF tokenizer's)."""
+def token_spec(loaded: LoadedModel, encoder_decoder: bool = False) -> TokenSpec:
+    """BOS/EOS/pad (and decoder start) ids: the generation config first, then the model config (never the GGUF tokenizer's)."""
     gen, config = loaded.generation_config, loaded.config
 
     def pick(name: str) -> Any:
@@ -59,10 +65,18 @@ def token_spec(loaded: LoadedModel) -> TokenSpec:
     if not eos_ids:
         raise ExportError("the model declares no EOS token id (generation_config.json or config.json); add one and retry")
     bos, pad = pick("bos_token_id"), pick("pad_token_id")
+    start = pick("decoder_start_token_id")
+    start = bos if start is None else start  # as transformers generate() falls back to BOS
+    if encoder_decoder and start is None:
+        raise ExportError(
+            "the model declares no decoder_start_token_id nor bos_token_id (generation_config.json or config.json); "
+            "add one and retry"
+        )
     return TokenSpec(
         bos_token_id=None if bos is None else int(bos),
         eos_token_ids=eos_ids,
         pad_token_id=None if pad is None else int(pad),
+        decoder_start_token_id=int(start) if encoder_decoder else None,
     )
 
 

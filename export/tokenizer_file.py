@@ -1,8 +1,10 @@
-"""Write the model's fast tokenizer as `tokenizer.json` and prove it encodes exactly like transformers does.
+"""Write the model's tokenizer as `tokenizer.json` and prove it encodes exactly like transformers does.
 
 The runtime loads it with `tokenizers.Tokenizer.from_file` alone, so special-token handling (e.g. a BOS
-that the HF tokenizer adds) must live in the file's post-processor. Padding and truncation are switched off:
-the runtime pads itself. This file does not touch the chat template (the manifest carries it).
+that the HF tokenizer adds) must live in the file's post-processor. A fast tokenizer is saved as it is; a slow
+Marian one (opus-mt ships only SentencePiece files) is converted first (`marian_tokenizer.py`), and the check
+below then compares the conversion with the slow original. Padding and truncation are switched off: the
+runtime pads itself. This file does not touch the chat template (the manifest carries it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 from memgpt_runtime.errors import ExportError
 
+from .marian_tokenizer import convert_marian, is_marian
+
 TOKENIZER_FILE = "tokenizer.json"
 SAMPLES = (
     "Hello world",
@@ -19,14 +23,25 @@ SAMPLES = (
     "  leading spaces, tabs\tand\nnewlines  ",
     "Café naïve 東京 😀 multibyte",
     "1234567890 + 3.14 = ?",
+    "Über die Brücke: 3 Straßen, 2 Flüsse.",
 )
 
 
+def can_write(tokenizer: Any) -> bool:
+    """True if `tokenizer` is fast, or slow of a kind converted here."""
+    return bool(getattr(tokenizer, "is_fast", False)) or is_marian(tokenizer)
+
+
 def write_tokenizer(tokenizer: Any, folder: Path) -> str:
-    """Save `tokenizer.backend_tokenizer` to `folder/tokenizer.json`; raise ExportError if it encodes differently."""
+    """Save the tokenizer to `folder/tokenizer.json`; raise ExportError if it encodes differently from `tokenizer`."""
     from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    if getattr(tokenizer, "is_fast", False):
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    elif is_marian(tokenizer):
+        backend = convert_marian(tokenizer)
+    else:
+        raise ExportError(f"{type(tokenizer).__name__} has no fast version to save as tokenizer.json; it is not supported")
     backend.no_padding()
     backend.no_truncation()
     path = folder / TOKENIZER_FILE

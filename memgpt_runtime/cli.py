@@ -45,14 +45,31 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--repetition-penalty", type=float, help="penalty for tokens already present; 1 = off")
     g.add_argument("--eos-token-id", type=int, action="append", help="token id that ends generation (repeatable)")
     g.add_argument("--pad-token-id", type=int, help="token id that pads finished sequences")
+    g.add_argument("--forced-bos-token-id", type=int, help="force the first new token to this id")
+    g.add_argument("--forced-eos-token-id", type=int, action="append", help="force this id last, at max length (repeatable)")
+    g.add_argument("--bad-words-ids", type=_token_lists, help="token sequences never to generate, as JSON: '[[5], [7, 8]]'")
+    g.add_argument("--decoder-start-token-id", type=int, help="encoder-decoder models: the decoder's first token")
+    g.add_argument("--renormalize-logits", action="store_const", const=True, help="log-softmax the scores after the processors")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: one per physical core)")
+
+
+def _token_lists(text: str) -> list[list[int]]:
+    """argparse type of --bad-words-ids: a JSON list of lists of token ids."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not (isinstance(value, list) and value and all(isinstance(w, list) and w and all(isinstance(t, int) for t in w) for w in value)):
+        raise argparse.ArgumentTypeError(f"expected a JSON list of lists of token ids like '[[5], [7, 8]]', got {text!r}")
+    return value
 
 
 def generation_options(args: argparse.Namespace) -> dict:
     names = [
         "max_new_tokens", "max_length", "min_new_tokens", "min_length", "do_sample", "temperature", "top_k",
         "top_p", "seed", "num_beams", "length_penalty", "num_return_sequences", "no_repeat_ngram_size",
-        "repetition_penalty", "eos_token_id", "pad_token_id",
+        "repetition_penalty", "eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id",
+        "bad_words_ids", "decoder_start_token_id", "renormalize_logits",
     ]  # fmt: skip
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.early_stopping is not None:
@@ -118,7 +135,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return 0
     result = lm.generate([ids], return_dict_in_generate=True, **options)
     seconds = time.perf_counter() - start
-    new = result.sequences[:, len(ids) :]
+    new = lm.new_tokens(result.sequences, len(ids))
     texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
     config = lm.generation_config(**options)
     new_counts = [_count_new(row, config) for row in new]

@@ -3,6 +3,8 @@
 The cache lives in preallocated buffers bound to the session with IO binding: the graph reads the past from
 one buffer and writes the present (past + new positions) into the other, and the two swap after each step,
 so a step allocates nothing. Beam reordering copies only the rows that moved. Implements `DecoderState`.
+For an encoder-decoder model it also binds the encoder's cross attention (`encoder.CrossAttention`) at every
+run and reorders it with the cache.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import numpy as np
 class ConcatCache:
     """The KV cache, attention mask and positions of `rows` sequences; implements `DecoderState`."""
 
-    def __init__(self, decoder, max_rows: int, max_length: int):
+    def __init__(self, decoder, max_rows: int, max_length: int, cross=None):
         kv = decoder.kv_cache
+        self._cross = cross  # encoder-decoder models: the `CrossAttention` bound with every run, else None
         self._session = decoder.session
         self._graph = decoder.graph
         self._vocab = decoder.vocab_size
@@ -85,6 +88,8 @@ class ConcatCache:
     def select(self, rows: np.ndarray) -> None:
         """Row i becomes old row rows[i]: expands, reorders or drops rows of the cache, mask and positions."""
         rows = np.asarray(rows, np.int64)
+        if self._cross is not None:
+            self._cross.select(rows)
         old_rows, length = self.rows, self.length
         if len(rows) == old_rows:
             moved = np.flatnonzero(rows != np.arange(old_rows))
@@ -124,6 +129,8 @@ class ConcatCache:
             binding.bind_cpu_input(graph.attention_mask, mask)
         if graph.position_ids:
             binding.bind_cpu_input(graph.position_ids, np.ascontiguousarray(positions, np.int64))
+        if self._cross is not None:
+            self._cross.bind(binding)
         for index, (past, present) in enumerate(zip(self._past_names, self._present_names)):
             past_view = self._cache(past_set, index, past_len)
             present_view = self._cache(present_set, index, total)

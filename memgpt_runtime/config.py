@@ -35,6 +35,11 @@ class GenerationConfig:
     repetition_penalty: float = 1.0  # > 0; 1.0 = off
     eos_token_id: tuple[int, ...] = ()  # ids that end a sequence; () = never stop early
     pad_token_id: int | None = None  # id that fills finished rows; None = the first EOS id
+    forced_bos_token_id: int | None = None  # the first new token is forced to this id; None = off
+    forced_eos_token_id: int | tuple[int, ...] | None = None  # the last token before max_length is forced; None = off
+    bad_words_ids: tuple[tuple[int, ...], ...] | None = None  # token sequences never generated; None = off
+    decoder_start_token_id: int | None = None  # encoder-decoder models: the decoder's first input
+    renormalize_logits: bool = False  # log-softmax the scores again after every processor; False = off
     return_dict_in_generate: bool = False  # True = also return the beam scores (sequences_scores)
 
     def __post_init__(self) -> None:
@@ -66,6 +71,22 @@ class GenerationConfig:
         _check_int(self, "no_repeat_ngram_size", 0)
         _check_float(self, "repetition_penalty", low=0.0, low_open=True)
         _check_int(self, "pad_token_id", 0, optional=True)
+        _check_int(self, "forced_bos_token_id", 0, optional=True)
+        _check_int(self, "decoder_start_token_id", 0, optional=True)
+        _check_bool(self, "renormalize_logits")
+        forced_eos = self.forced_eos_token_id
+        if forced_eos is not None:
+            forced_eos = (forced_eos,) if _is_int(forced_eos) else forced_eos
+            if not (isinstance(forced_eos, (list, tuple)) and forced_eos and all(_is_int(e) and e >= 0 for e in forced_eos)):
+                raise UsageError(f"forced_eos_token_id must be a token id or a list of ids, got {self.forced_eos_token_id!r}")
+            object.__setattr__(self, "forced_eos_token_id", tuple(forced_eos))
+        if self.bad_words_ids is not None:
+            words = self.bad_words_ids
+            if not (isinstance(words, (list, tuple)) and all(
+                isinstance(w, (list, tuple)) and w and all(_is_int(t) and t >= 0 for t in w) for w in words
+            )):
+                raise UsageError(f"bad_words_ids must be a list of non-empty lists of token ids, got {words!r}")
+            object.__setattr__(self, "bad_words_ids", tuple(tuple(w) for w in words))
         _check_bool(self, "return_dict_in_generate")
 
         if self.do_sample and self.num_beams > 1:

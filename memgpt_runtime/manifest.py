@@ -16,7 +16,9 @@ from typing import Any
 from .errors import ModelFolderError
 
 FORMAT = "memgpt-runtime-manifest"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 folders predate encoder-decoder models: all are decoder-only
+KINDS = ("decoder-only", "encoder-decoder")
 FILENAME = "manifest.json"
 REEXPORT_HINT = "re-export it with `memgpt export MODEL -o DIR --force`"
 
@@ -60,6 +62,11 @@ class GraphSpec:
     seqlens_k: str | None = None
     total_sequence_length: str | None = None
     last_index: str | None = None
+    # encoder-decoder models only: the source mask (batch, source_len) and each layer's cross-attention
+    # keys/values (batch, heads, source_len, head_size) as the encoder graph computed them
+    encoder_attention_mask: str | None = None
+    cross_key: str | None = None
+    cross_value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,28 @@ class TokenSpec:
     bos_token_id: int | None
     eos_token_ids: list[int]
     pad_token_id: int | None
+    decoder_start_token_id: int | None = None  # encoder-decoder models: the decoder's first input
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The encoder graph of an encoder-decoder model, run once per source.
+
+    It takes `input_ids` and `attention_mask` (batch, source_len) int64 and returns, for every decoder layer
+    `{i}`, the cross-attention keys `cross_key` and values `cross_value` of shape (batch, num_heads,
+    source_len, head_size): the decoder graph reads them as its `GraphSpec.cross_key`/`cross_value` inputs at
+    every step, so the projections of the encoder output are computed once, not once per token.
+    """
+
+    model_file: str
+    input_ids: str
+    attention_mask: str
+    cross_key: str
+    cross_value: str
+    num_layers: int
+    num_heads: int
+    head_size: int
+    max_source_length: int  # the longest source the encoder takes
 
 
 @dataclass(frozen=True)
@@ -90,6 +119,8 @@ class Manifest:
     validation: dict[str, Any]
     format: str = FORMAT
     version: int = VERSION
+    kind: str = "decoder-only"  # or "encoder-decoder": then `encoder` is set and `model_file` is the decoder
+    encoder: EncoderSpec | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -120,20 +151,24 @@ def read_manifest(folder: str | Path) -> Manifest:
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise ModelFolderError(f"{path} is not a {FORMAT} file; {REEXPORT_HINT}")
     version = body.get("version")
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise ModelFolderError(
-            f"{path} has manifest version {version!r}, this runtime reads version {VERSION}; {REEXPORT_HINT}"
+            f"{path} has manifest version {version!r}, this runtime reads versions {', '.join(map(str, READABLE_VERSIONS))}; {REEXPORT_HINT}"
         )
     try:
         manifest = Manifest(
             graph=GraphSpec(**body.pop("graph")),
             kv_cache=KVCacheSpec(**body.pop("kv_cache")),
             tokens=TokenSpec(**body.pop("tokens")),
+            encoder=EncoderSpec(**encoder) if (encoder := body.pop("encoder", None)) is not None else None,
             **body,
         )
     except (KeyError, TypeError) as exc:
         raise ModelFolderError(f"{path} is incomplete or malformed ({exc}); {REEXPORT_HINT}") from None
-    for name in (manifest.model_file, manifest.tokenizer_file):
+    if manifest.kind not in KINDS or (manifest.kind == "encoder-decoder") != (manifest.encoder is not None):
+        raise ModelFolderError(f"{path} has model kind {manifest.kind!r} and encoder {manifest.encoder!r}; {REEXPORT_HINT}")
+    files = [manifest.model_file, manifest.tokenizer_file] + ([manifest.encoder.model_file] if manifest.encoder else [])
+    for name in files:
         if not (folder / name).is_file():
             raise ModelFolderError(f"{folder} lacks {name}, which its manifest names; {REEXPORT_HINT}")
     return manifest

@@ -1,8 +1,10 @@
-"""A loaded model: manifest, tokenizer and ONNX session, with `generate` and `generate_text`.
+"""A loaded model: manifest, tokenizer and ONNX session(s), with `generate` and `generate_text`.
 
 `generate` mirrors transformers' `generate()` on token ids (defaults from the model's generation config,
 keyword options on top, the attention mask inferred from padding as transformers infers it); `generate_text`
-wraps it with tokenization, chat templates and streaming. The search itself is in `search.py`/`beam.py`.
+wraps it with tokenization, chat templates and streaming. An encoder-decoder model takes its input as the
+source: the encoder runs once, and the decoder starts from its start token, as transformers does. The search
+itself is in `search.py`/`beam.py`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from .config import GenerationConfig
+from .encoder import CrossAttention, EncoderSession
 from .errors import UsageError
 from .manifest import Manifest, read_manifest
 from .search import GenerateResult, generate_ids
 from .session import DecoderSession, default_threads
 from .stream import TextStream
-from .tokenizer import Tokenizer, left_pad
+from .tokenizer import Tokenizer, pad
 
 
 def load(folder: str | Path, threads: int | None = None) -> "LanguageModel":
@@ -29,33 +32,54 @@ def load(folder: str | Path, threads: int | None = None) -> "LanguageModel":
     folder = Path(folder)
     manifest = read_manifest(folder)
     tokenizer = Tokenizer(folder / manifest.tokenizer_file, manifest.tokens, manifest.chat_template)
-    session = DecoderSession.from_manifest(folder, manifest, threads if threads is not None else default_threads())
-    return LanguageModel(folder, manifest, tokenizer, session)
+    threads = threads if threads is not None else default_threads()
+    session = DecoderSession.from_manifest(folder, manifest, threads)
+    encoder = EncoderSession.from_manifest(folder, manifest, threads) if manifest.encoder else None
+    return LanguageModel(folder, manifest, tokenizer, session, encoder)
 
 
 class LanguageModel:
-    def __init__(self, folder: Path, manifest: Manifest, tokenizer: Tokenizer, session: DecoderSession):
+    def __init__(
+        self,
+        folder: Path,
+        manifest: Manifest,
+        tokenizer: Tokenizer,
+        session: DecoderSession,
+        encoder: EncoderSession | None = None,
+    ):
         self.folder = folder
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.session = session
+        self.encoder = encoder  # None for decoder-only models
 
     def generation_config(self, **options: Any) -> GenerationConfig:
         """The model's generation defaults with `options` on top, validated."""
         defaults = dict(self.manifest.generation_defaults)
         defaults.setdefault("eos_token_id", list(self.manifest.tokens.eos_token_ids))
         defaults.setdefault("pad_token_id", self.manifest.tokens.pad_token_id)
+        defaults.setdefault("decoder_start_token_id", self.manifest.tokens.decoder_start_token_id)
         return GenerationConfig.from_defaults(defaults, **options)
 
     def generate(self, input_ids, attention_mask=None, **options: Any) -> np.ndarray | GenerateResult:
         """Token ids in, (batch * num_return_sequences, prompt + new) int64 ids out, prompt included.
 
-        `input_ids`: a list of ids, a list of lists (left-padded here) or a (batch, length) array.
+        `input_ids`: a list of ids, a list of lists (padded here) or a (batch, length) array. Decoder-only
+        models continue them (lists are left-padded); encoder-decoder models read them as the source (lists
+        are right-padded) and return decoder ids that start with the decoder start token, as transformers does.
         With `return_dict_in_generate=True` returns a GenerateResult with `sequences_scores` for beam search.
         """
         on_tokens = options.pop("on_tokens", None)
         config = self.generation_config(**options)
-        ids, mask = self._prepare_inputs(input_ids, attention_mask, config)
+        cross = None
+        if self.encoder is None:
+            ids, mask = self._prepare_inputs(input_ids, attention_mask, config, side="left")
+        else:
+            source, source_mask = self._prepare_inputs(input_ids, attention_mask, config, side="right")
+            cross = CrossAttention(
+                self.manifest.graph, self.manifest.kv_cache.num_layers, self.encoder.encode(source, source_mask), source_mask
+            )
+            ids, mask = self._decoder_start(len(source), config)
         rows, prompt_length = ids.shape
         context = self.manifest.context_length
         if config.max_new_tokens is None and config.max_length is None:
@@ -63,19 +87,31 @@ class LanguageModel:
             config = config.replace(max_length=min(config.total_length(prompt_length), context))
         # the session refuses a length past the context; generate_ids one that leaves no room after the prompt
         rows_needed = rows * max(config.num_beams, config.num_return_sequences)
-        state = self.session.new_state(rows_needed, max(config.total_length(prompt_length), prompt_length))
+        state = self.session.new_state(rows_needed, max(config.total_length(prompt_length), prompt_length), cross=cross)
         rng = np.random.default_rng(config.seed)
         result = generate_ids(state, ids, mask, config, rng=rng, on_tokens=on_tokens)
         return result if config.return_dict_in_generate else result.sequences
 
-    def _prepare_inputs(self, input_ids, attention_mask, config: GenerationConfig) -> tuple[np.ndarray, np.ndarray]:
-        pad = config.pad_id if config.pad_id is not None else 0
+    def _decoder_start(self, rows: int, config: GenerationConfig) -> tuple[np.ndarray, np.ndarray]:
+        """The decoder's prompt of an encoder-decoder model: its start token in every row (ids, mask)."""
+        start = config.decoder_start_token_id
+        if start is None:
+            raise UsageError("the model declares no decoder_start_token_id; pass decoder_start_token_id=ID")
+        if start >= self.manifest.vocab_size:
+            raise UsageError(f"decoder_start_token_id must be in [0, {self.manifest.vocab_size}), got {start}")
+        return np.full((rows, 1), start, np.int64), np.ones((rows, 1), np.int64)
+
+    def _prepare_inputs(
+        self, input_ids, attention_mask, config: GenerationConfig, side: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(batch, length) int64 ids and mask from the caller's ids; lists of lists are padded on `side`."""
+        pad_id = config.pad_id if config.pad_id is not None else 0
         if isinstance(input_ids, np.ndarray):
             ids = input_ids
         elif isinstance(input_ids, (list, tuple)) and input_ids and all(isinstance(r, (list, tuple)) for r in input_ids):
             if any(len(r) == 0 for r in input_ids):
                 raise UsageError("a prompt is empty; give every prompt at least one token")
-            ids, inferred = left_pad([list(r) for r in input_ids], pad)
+            ids, inferred = pad([list(r) for r in input_ids], pad_id, side)
             if attention_mask is None and len({len(r) for r in input_ids}) > 1:
                 attention_mask = inferred
         else:
@@ -99,9 +135,15 @@ class LanguageModel:
             mask = mask[None, :] if mask.ndim == 1 else mask
             if mask.shape != ids.shape:
                 raise UsageError(f"attention_mask must have the shape of input_ids {ids.shape}, got {mask.shape}")
-        if not mask[:, -1].all():
+        if side == "left" and not mask[:, -1].all():
             raise UsageError("prompts must be left-padded: the attention mask's last column must be all 1")
+        if not mask.any(axis=1).all():
+            raise UsageError("a row of the attention mask is all 0; give every input at least one real token")
         return ids, mask
+
+    def new_tokens(self, sequences: np.ndarray, prompt_width: int) -> np.ndarray:
+        """The generated part of `generate`'s output: after the padded prompt, or after the decoder start token."""
+        return sequences[:, 1 if self.encoder else prompt_width :]
 
     # -- text in, text out ---------------------------------------------------------------------------------
 
@@ -130,8 +172,7 @@ class LanguageModel:
             return self._stream(rows[0], options)
         out = self.generate(rows, **options)
         sequences = out.sequences if isinstance(out, GenerateResult) else out
-        width = max(len(r) for r in rows)
-        texts = self.tokenizer.batch_decode(sequences[:, width:], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(self.new_tokens(sequences, max(len(r) for r in rows)), skip_special_tokens=True)
         return texts if batch or len(texts) > 1 else texts[0]
 
     def _stream(self, ids: list[int], options: dict[str, Any]) -> Iterator[str]:

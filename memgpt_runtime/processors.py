@@ -69,6 +69,37 @@ def min_new_tokens(
     return ban_eos(scores, eos_ids) if ids.shape[1] - prompt_length < count else scores
 
 
+def bad_words(ids: np.ndarray, scores: np.ndarray, words: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    """Ban (-inf) the last token of every word whose other tokens end the row's ids (`NoBadWordsLogitsProcessor`).
+
+    As its base `SequenceBiasLogitsProcessor`: one-token words are banned everywhere; a longer word only in
+    rows that end with its prefix, and never while it is longer than the ids.
+    """
+    out = scores.copy()
+    for word in words:
+        if len(word) == 1:
+            out[:, word[0]] = -np.inf
+            continue
+        if len(word) > ids.shape[1]:
+            continue
+        rows = np.all(ids[:, ids.shape[1] - len(word) + 1 :] == np.asarray(word[:-1]), axis=1)  # (rows,)
+        out[rows, word[-1]] = -np.inf
+    return out
+
+
+def forced_token(ids: np.ndarray, scores: np.ndarray, at_length: int, tokens: tuple[int, ...]) -> np.ndarray:
+    """When the ids are `at_length` long, only `tokens` may come next (score 0, the rest -inf).
+
+    The body of `ForcedBOSTokenLogitsProcessor` (at length 1) and `ForcedEOSTokenLogitsProcessor` (at
+    max_length - 1).
+    """
+    if ids.shape[1] != at_length:
+        return scores
+    out = np.full_like(scores, -np.inf)
+    out[:, list(tokens)] = 0.0
+    return out
+
+
 def temperature(ids: np.ndarray, scores: np.ndarray, value: float) -> np.ndarray:
     """Divide the scores by `value` (`TemperatureLogitsWarper`)."""
     return scores / np.float32(value)
@@ -97,6 +128,11 @@ def top_p(ids: np.ndarray, scores: np.ndarray, p: float, min_tokens_to_keep: int
     return np.where(remove, np.float32(-np.inf), scores)
 
 
+def renormalize(ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Log-softmax the processed scores again (`LogitNormalization`, last in the chain)."""
+    return log_softmax(scores)
+
+
 def softmax(scores: np.ndarray) -> np.ndarray:
     """Softmax over the last axis in the dtype of `scores`; rows of -inf only never occur after our processors."""
     shifted = scores - scores.max(axis=-1, keepdims=True)
@@ -121,6 +157,11 @@ def build_processors(config: GenerationConfig, prompt_length: int) -> list[Proce
         chain.append(partial(repetition_penalty, penalty=config.repetition_penalty))
     if config.no_repeat_ngram_size > 0:
         chain.append(partial(no_repeat_ngram, size=config.no_repeat_ngram_size))
+    if config.bad_words_ids:
+        # transformers drops the one-token words that are an EOS id: banning EOS is min_length's job
+        words = tuple(w for w in dict.fromkeys(config.bad_words_ids) if not (len(w) == 1 and w[0] in eos))
+        if words:
+            chain.append(partial(bad_words, words=words))
     if eos:
         # subtle: transformers' `_prepare_generated_length` replaces min_length by prompt + min_new_tokens when
         # min_new_tokens is given, then also adds MinNewTokensLengthLogitsProcessor; both ban the same ids.
@@ -129,6 +170,10 @@ def build_processors(config: GenerationConfig, prompt_length: int) -> list[Proce
             chain.append(partial(min_length, length=minimum, eos_ids=eos))
         if config.min_new_tokens > 0:
             chain.append(partial(min_new_tokens, prompt_length=prompt_length, count=config.min_new_tokens, eos_ids=eos))
+    if config.forced_bos_token_id is not None:
+        chain.append(partial(forced_token, at_length=1, tokens=(config.forced_bos_token_id,)))
+    if config.forced_eos_token_id is not None:
+        chain.append(partial(forced_token, at_length=config.total_length(prompt_length) - 1, tokens=config.forced_eos_token_id))
     if config.do_sample:
         keep = 1  # min_tokens_to_keep for non-beam sampling (beam sampling is refused by GenerationConfig)
         if config.temperature != 1.0:
@@ -137,6 +182,8 @@ def build_processors(config: GenerationConfig, prompt_length: int) -> list[Proce
             chain.append(partial(top_k, k=config.top_k, min_tokens_to_keep=keep))
         if config.top_p < 1.0:
             chain.append(partial(top_p, p=config.top_p, min_tokens_to_keep=keep))
+    if config.renormalize_logits:
+        chain.append(renormalize)
     return chain
 
 

@@ -1,8 +1,9 @@
 """The ONNX Runtime session of a decoder graph, and the KV cache that fits its layout.
 
 The session checks the graph against its manifest and hands out one cache per generation: `ConcatCache` for
-graphs that return past + new positions (optimum exports), `SharedCache` for graphs that write into one
-buffer bound as both past and present (the fused graphs). Both implement the search's `DecoderState`.
+graphs that return past + new positions (optimum exports, encoder-decoder decoders too, with the encoder's
+cross attention bound alongside), `SharedCache` for graphs that write into one buffer bound as both past and
+present (the fused graphs). Both implement the search's `DecoderState`.
 What this file leaves out: tokenization and the search itself (`search.py`, `beam.py`).
 """
 
@@ -33,6 +34,15 @@ def make_session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
+def open_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session over `path`; a load failure becomes a one-line ModelFolderError."""
+    try:
+        return ort.InferenceSession(str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own types, all without a hint for the user
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFolderError(f"cannot load {path}: {first_line}; {REEXPORT_HINT}") from None
+
+
 class DecoderSession:
     """One ONNX Runtime session over an exported decoder graph; makes a cache per generation."""
 
@@ -49,13 +59,7 @@ class DecoderSession:
         self.vocab_size, self.context_length = vocab_size, context_length
         if kv_cache.layout not in CACHES:
             raise ModelFolderError(f"unknown KV cache layout {kv_cache.layout!r}; {REEXPORT_HINT}")
-        try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own types, all without a hint for the user
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelFolderError(f"cannot load {path}: {first_line}; {REEXPORT_HINT}") from None
+        self.session = open_session(path, threads)
         self._check_io()
 
     @classmethod
@@ -68,24 +72,35 @@ class DecoderSession:
         graph, kv = self.graph, self.kv_cache
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        optional = (graph.attention_mask, graph.position_ids, graph.seqlens_k, graph.total_sequence_length, graph.last_index)
+        optional = (graph.attention_mask, graph.position_ids, graph.seqlens_k, graph.total_sequence_length,
+                    graph.last_index, graph.encoder_attention_mask)
         wanted_in = {graph.input_ids} | {n for n in optional if n}
         wanted_out = {graph.logits}
         for i in range(kv.num_layers):
             wanted_in |= {kv.past_key.format(i=i), kv.past_value.format(i=i)}
+            wanted_in |= {n.format(i=i) for n in (graph.cross_key, graph.cross_value) if n}
             wanted_out |= {kv.present_key.format(i=i), kv.present_value.format(i=i)}
         missing = sorted((wanted_in - inputs) | (wanted_out - outputs))
         if missing:
             raise ModelFolderError(f"the ONNX model does not match its manifest (no {missing[0]!r}); {REEXPORT_HINT}")
 
-    def new_state(self, max_rows: int, max_length: int):
-        """A cache for up to `max_rows` sequences of up to `max_length` tokens (prompt included)."""
+    def new_state(self, max_rows: int, max_length: int, cross=None):
+        """A cache for up to `max_rows` sequences of up to `max_length` tokens (prompt included).
+
+        `cross`: for an encoder-decoder model, the `CrossAttention` of the sources being decoded.
+        """
         context = self.context_length
         if max_length > context:
             raise PromptTooLongError(
                 f"the prompt plus new tokens need {max_length} positions but the model's context is {context}; "
                 "shorten the prompt or lower max_new_tokens"
             )
+        if (cross is None) != (self.graph.cross_key is None):
+            raise ValueError("an encoder-decoder graph needs the encoder's cross attention, a decoder-only one none")
+        if cross is not None:
+            if self.kv_cache.layout != "concat":
+                raise ModelFolderError(f"encoder-decoder graphs need the 'concat' KV cache layout; {REEXPORT_HINT}")
+            return ConcatCache(self, max_rows, max_length, cross=cross)
         return CACHES[self.kv_cache.layout](self, max_rows, max_length)
 
 

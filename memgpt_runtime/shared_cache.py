@@ -83,8 +83,11 @@ class SharedCache:
             if len(rows) > self._max_rows:
                 raise ValueError(f"select of {len(rows)} rows exceeds the cache of {self._max_rows}")
             targets, sources = np.arange(len(rows)), rows
+        plan, snapshot_rows = copy_plan(targets.tolist(), sources.tolist())
         for buffer in self._buffers:
-            buffer[targets, :, :filled] = buffer[sources, :, :filled]  # fancy indexing copies sources first
+            snapshots = {row: buffer[row, :, :filled].copy() for row in snapshot_rows}
+            for target, source, from_snapshot in plan:
+                buffer[target, :, :filled] = snapshots[source] if from_snapshot else buffer[source, :, :filled]
         self._lengths[targets] = self._lengths[sources]
         self.rows = len(rows)
 
@@ -107,3 +110,30 @@ class SharedCache:
             binding.bind_output(graph.logits, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
             self._bound_rows = rows
         self._session.run_with_iobinding(binding)
+
+
+def copy_plan(targets: list[int], sources: list[int]) -> tuple[list[tuple[int, int, bool]], list[int]]:
+    """Order the row copies `targets[i] <- sources[i]` so that every row is read before it is overwritten.
+
+    Returns the steps (target, source, read the source's snapshot) and the rows to snapshot first: one per
+    cycle of the copies (a swap, say); beam search's copies rarely form one, so it usually copies each row
+    once, with no temporary. Copies of a row onto itself are dropped.
+    """
+    pending = {t: s for t, s in zip(targets, sources) if t != s}
+    readers: dict[int, int] = {}
+    for s in pending.values():
+        readers[s] = readers.get(s, 0) + 1
+    steps: list[tuple[int, int, bool]] = []
+    snapshots: list[int] = []
+    while pending:
+        ready = [t for t in pending if readers.get(t, 0) == 0]
+        if not ready:  # every pending target is still some copy's source: a cycle; snapshot one row to break it
+            row = next(iter(pending))
+            snapshots.append(row)
+            readers[row] = 0
+            continue
+        for t in ready:
+            s = pending.pop(t)
+            steps.append((t, s, s in snapshots))
+            readers[s] -= 1
+    return steps, snapshots

@@ -104,11 +104,21 @@ class Tokenizer:
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """(batch, longest) int64 ids and mask; shorter rows get `pad_id` and mask 0 on the left."""
+    return pad(rows, pad_id, "left")
+
+
+def pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """(batch, longest) int64 ids and mask; shorter rows get `pad_id` and mask 0 on `side` ("left" or "right").
+
+    Decoder-only prompts are padded on the left (generation appends on the right); encoder sources on the
+    right, as their tokenizers pad them.
+    """
     longest = max(len(row) for row in rows)
     ids = np.full((len(rows), longest), pad_id, np.int64)
     mask = np.zeros((len(rows), longest), np.int64)
     for i, row in enumerate(rows):
         if row:
-            ids[i, longest - len(row) :] = row
-            mask[i, longest - len(row) :] = 1
+            span = slice(longest - len(row), longest) if side == "left" else slice(0, len(row))
+            ids[i, span] = row
+            mask[i, span] = 1
     return ids, mask

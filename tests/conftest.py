@@ -80,3 +80,46 @@ def smollm2_int8_export(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("export") / "smollm2-int8"
     return export_model(None, output=folder, quantize="int8", progress=Progress(quiet=True))
+
+
+# Encoder-decoder models (issue #6): tiny T5, BART and Marian folders, their fp32 exports, and two quantized ones.
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory) -> Path:
+    return tiny_models.build_tiny_t5(tmp_path_factory.mktemp("hf") / "tiny-t5")
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_dir(tmp_path_factory) -> Path:
+    return tiny_models.build_tiny_bart(tmp_path_factory.mktemp("hf") / "tiny-bart")
+
+
+@pytest.fixture(scope="session")
+def tiny_marian_dir(tmp_path_factory) -> Path:
+    return tiny_models.build_tiny_marian(tmp_path_factory.mktemp("hf") / "tiny-marian")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_export(tiny_t5_dir, tmp_path_factory) -> Path:
+    return _export(tiny_t5_dir, tmp_path_factory.mktemp("export") / "tiny-t5-fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_export(tiny_bart_dir, tmp_path_factory) -> Path:
+    return _export(tiny_bart_dir, tmp_path_factory.mktemp("export") / "tiny-bart-fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_marian_export(tiny_marian_dir, tmp_path_factory) -> Path:
+    return _export(tiny_marian_dir, tmp_path_factory.mktemp("export") / "tiny-marian-fp32")
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_int8(tiny_bart_dir, tmp_path_factory) -> Path:
+    return _export(tiny_bart_dir, tmp_path_factory.mktemp("export") / "tiny-bart-int8", "int8")
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_int4(tiny_t5_dir, tmp_path_factory) -> Path:
+    return _export(tiny_t5_dir, tmp_path_factory.mktemp("export") / "tiny-t5-int4", "int4")

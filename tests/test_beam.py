@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
+from memgpt_runtime import beam as beam_module
 from memgpt_runtime.config import GenerationConfig
 from memgpt_runtime.search import generate_ids
 from torch_state import TorchState, hf_generate, left_pad, tiny_gpt2, tiny_llama
@@ -204,3 +205,37 @@ def test_pad_id_0_pads_with_the_first_eos():
     assert short, "some hypothesis must end early"
     for row in short:
         assert set(row[row.index(92) :]) == {92}
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [1, 4, 8, 10])
+def test_topk_of_long_rows_is_exact_with_ties_to_the_lower_index(seed, k):
+    """The beams x vocab scores take a sampled top-k; it must equal a full stable sort, ties and -inf included."""
+    rng = np.random.default_rng(seed)
+    scores = rng.standard_normal((2, 4 * 12288)).astype(np.float32)
+    if seed % 2:
+        scores = np.round(scores * 2) / 2  # many ties
+    if seed % 3 == 0:
+        scores[:, rng.random(scores.shape[1]) < 0.95] = -np.inf  # banned tokens
+    values, indices = beam_module._topk(scores, k)
+    expected = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_array_equal(values, np.take_along_axis(scores, expected, axis=-1))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_cache_copy_plan_gives_the_rows_a_gather_gives(seed):
+    """Beam reorders copy rows in place; the plan must reproduce `rows[new] = rows[old]`, cycles included."""
+    from memgpt_runtime.shared_cache import copy_plan
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 9))
+    rows = rng.integers(0, n, n) if seed % 2 else rng.permutation(n)  # duplicates (beams) or pure swaps
+    data = rng.standard_normal((n, 3))
+    expected = data[rows]
+    steps, snapshot_rows = copy_plan(list(range(n)), rows.tolist())
+    snapshots = {r: data[r].copy() for r in snapshot_rows}
+    for target, source, from_snapshot in steps:
+        data[target] = snapshots[source] if from_snapshot else data[source]
+    np.testing.assert_array_equal(data, expected)
+    assert len(snapshot_rows) <= n // 2  # at most one per cycle of two or more rows

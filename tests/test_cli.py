@@ -62,6 +62,32 @@ def test_generate_stream_prints_the_same_text(tiny_llama_export, lm):
     assert run.stdout == lm.generate_text("Hello world", max_new_tokens=8) + "\n"
 
 
+def test_generate_translates_with_an_encoder_decoder_model(tiny_marian_export):
+    lm = mr.load(tiny_marian_export)
+    run = memgpt(
+        "generate", tiny_marian_export, "Hello world", "--num-beams", 3, "--max-new-tokens", 6, "--json",
+        "--bad-words-ids", "[[5], [7, 8]]", "--renormalize-logits",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    options = dict(num_beams=3, max_new_tokens=6, bad_words_ids=[[5], [7, 8]], renormalize_logits=True)
+    assert body["outputs"][0]["text"] == lm.generate_text("Hello world", **options)
+    ids = lm.generate([lm.tokenizer.encode("Hello world")], **options)[0, 1:]
+    assert body["outputs"][0]["token_ids"] == [int(t) for t in ids[: len(body["outputs"][0]["token_ids"])]]
+
+
+def test_chat_refuses_an_encoder_decoder_model(tiny_marian_export):
+    run = memgpt("chat", tiny_marian_export, stdin="hi\n")
+    assert run.returncode != 0
+    assert run.stderr.strip().splitlines() == ["error: this model has no chat template; use `memgpt generate` for plain text"]
+
+
+def test_bad_words_ids_must_be_json_lists(tiny_llama_export):
+    run = memgpt("generate", tiny_llama_export, "hi", "--bad-words-ids", "5,6")
+    assert run.returncode == 2
+    assert "expected a JSON list of lists of token ids" in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

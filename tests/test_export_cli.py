@@ -78,7 +78,7 @@ def _unsupported(tmp_path: Path) -> str:
         (_not_a_model, "is not a Hugging Face model folder (no config.json)"),
         (_truncated_gguf, "could not read GGUF file"),
         (_not_gguf, "is not a GGUF file"),
-        (_unsupported, "architecture 'gpt_neox' is not supported; supported model types: gpt2, llama, mistral, qwen2"),
+        (_unsupported, "architecture 'gpt_neox' is not supported; supported model types: bart, gpt2, llama, marian, mistral, qwen2, t5"),
     ],
     ids=["missing-path", "missing-gguf", "not-a-model", "truncated-gguf", "not-gguf", "unsupported-architecture"],
 )

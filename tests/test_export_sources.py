@@ -50,8 +50,8 @@ def test_registry_resolves_the_shape_from_the_config(config, shape):
 
 
 def test_unsupported_architecture_lists_the_supported_ones():
-    assert supported_model_types() == ["gpt2", "llama", "mistral", "qwen2"]
-    with pytest.raises(ExportError, match=r"architecture 'bert' is not supported; supported model types: gpt2, llama, mistral, qwen2"):
+    assert supported_model_types() == ["bart", "gpt2", "llama", "marian", "mistral", "qwen2", "t5"]
+    with pytest.raises(ExportError, match=r"architecture 'bert' is not supported; supported model types: bart, gpt2, llama, marian, mistral, qwen2, t5"):
         model_shape(AutoConfig.for_model("bert"))
 
 

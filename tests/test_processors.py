@@ -109,8 +109,54 @@ def test_log_softmax_matches_torch():
     np.testing.assert_allclose(P.log_softmax(scores), expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("words", [[[4]], [[1, 2]], [[0, 1, 2], [3], [2, 2]], [[5, 6, 7, 8]]])
+def test_bad_words(seed, words):
+    ids, scores = random_case(seed, id_vocab=3)  # small alphabet: multi-token words often match
+    expected = theirs(hf.NoBadWordsLogitsProcessor(words, eos_token_id=None), ids, scores)
+    np.testing.assert_array_equal(P.bad_words(ids, scores, tuple(map(tuple, words))), expected)
+
+
+def test_bad_words_by_hand():
+    ids = np.array([[1, 2, 3], [3, 2, 1]])
+    out = P.bad_words(ids, np.zeros((2, 6), dtype=np.float32), ((2, 3, 4), (5,)))
+    assert [np.isinf(row).nonzero()[0].tolist() for row in out] == [[4, 5], [5]]  # only row 0 ends with (2, 3)
+    out = P.bad_words(ids, np.zeros((2, 6), dtype=np.float32), ((3, 4),))
+    assert [np.isinf(row).nonzero()[0].tolist() for row in out] == [[4], []]
+
+
+def test_bad_words_drop_a_lone_eos_as_transformers_does():
+    chain = P.build_processors(GenerationConfig(bad_words_ids=[[2], [7]], eos_token_id=2), 1)
+    scores = P.apply_processors(chain, np.array([[5]]), np.zeros((1, 10), np.float32))
+    assert np.isinf(scores[0]).nonzero()[0].tolist() == [7]
+
+
+@pytest.mark.parametrize("length", [1, 2])
+def test_forced_bos(length):
+    ids, scores = random_case(0)
+    ids = ids[:, :length]
+    expected = theirs(hf.ForcedBOSTokenLogitsProcessor(7), ids, scores)
+    np.testing.assert_array_equal(P.forced_token(ids, scores, 1, (7,)), expected)
+
+
+@pytest.mark.parametrize("max_length", [LENGTH + 1, LENGTH + 2])
+@pytest.mark.parametrize("eos", [3, [3, 9]])
+def test_forced_eos(max_length, eos):
+    ids, scores = random_case(1)
+    expected = theirs(hf.ForcedEOSTokenLogitsProcessor(max_length, eos), ids, scores)
+    ours = P.forced_token(ids, scores, max_length - 1, (eos,) if isinstance(eos, int) else tuple(eos))
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_renormalize():
+    ids, scores = random_case(2)
+    scores[:, :5] = -np.inf  # after a ban, as it usually runs
+    expected = theirs(hf.LogitNormalization(), ids, scores)
+    np.testing.assert_allclose(P.renormalize(ids, scores), expected, rtol=1e-6, atol=1e-6)
+
+
 def processor_names(config: GenerationConfig, prompt_length: int = 4) -> list[str]:
-    return [p.func.__name__ for p in P.build_processors(config, prompt_length)]
+    return [getattr(p, "func", p).__name__ for p in P.build_processors(config, prompt_length)]
 
 
 @pytest.mark.parametrize(
@@ -127,6 +173,12 @@ def processor_names(config: GenerationConfig, prompt_length: int = 4) -> list[st
         (dict(num_beams=3, temperature=0.5, top_p=0.9, top_k=5), []),  # warpers only when sampling
         (dict(min_length=5), []),  # no EOS, nothing to ban
         (dict(min_length=5, eos_token_id=2), ["min_length"]),
+        (
+            dict(no_repeat_ngram_size=3, bad_words_ids=[[4]], min_length=3, eos_token_id=2, forced_bos_token_id=0,
+                 forced_eos_token_id=2),
+            ["no_repeat_ngram", "bad_words", "min_length", "forced_token", "forced_token"],
+        ),
+        (dict(do_sample=True, top_k=5, renormalize_logits=True), ["top_k", "renormalize"]),
     ],
 )
 def test_chain_follows_get_logits_processor_order(options, expected):

@@ -184,10 +184,20 @@ def test_folder_without_manifest_is_not_an_export(tmp_path):
 def test_stale_manifest_version_asks_for_a_re_export(broken_copy):
     path = broken_copy / FILENAME
     body = json.loads(path.read_text())
-    body["version"] = VERSION - 1
+    body["version"] = 0
     path.write_text(json.dumps(body))
-    with pytest.raises(mr.ModelFolderError, match=f"version {VERSION - 1}.*--force"):
+    with pytest.raises(mr.ModelFolderError, match="version 0.*--force"):
         mr.load(broken_copy)
+
+
+def test_version_1_manifest_still_loads_as_a_decoder_only_model(broken_copy):
+    path = broken_copy / FILENAME
+    body = json.loads(path.read_text())
+    body["version"] = 1
+    del body["kind"], body["encoder"]  # version 1 had neither field
+    path.write_text(json.dumps(body))
+    assert VERSION == 2
+    assert mr.read_manifest(broken_copy).kind == "decoder-only"
 
 
 def test_corrupt_model_file_is_reported(broken_copy):
