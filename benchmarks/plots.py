@@ -1,4 +1,6 @@
-"""PNG plots of a suite's results: tokens/s per engine, and per-step latency against position (workload e)."""
+"""PNG plots of a suite's results: tokens/s per engine, per-step latency against position (workload e), and the
+encoder-decoder part's speed-ups against PyTorch. Each plot is written only when its part ran.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +15,16 @@ def write_plots(result: dict, folder: Path) -> dict[str, Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    paths: dict[str, Path] = {}
+    if "engines" in result:
+        paths.update(_decoder_only(plt, result, folder))
+    part = result.get("seq2seq") or {}
+    if part.get("status") == "ok":
+        paths["seq2seq"] = _seq2seq(plt, part, result["threads"], folder / "seq2seq.png")
+    return paths
+
+
+def _decoder_only(plt, result: dict, folder: Path) -> dict[str, Path]:
     ok = {n: e for n, e in result["engines"].items() if e.get("status") == "ok"}
     paths = {"tokens_per_second": folder / "tokens_per_second.png", "step_latency": folder / "step_latency.png"}
 
@@ -57,3 +69,27 @@ def write_plots(result: dict, folder: Path) -> dict[str, Path]:
     fig.savefig(paths["step_latency"], dpi=110)
     plt.close(fig)
     return paths
+
+
+def _seq2seq(plt, part: dict, threads: int, path: Path) -> Path:
+    """Grouped bars: each engine's speed-up against the baseline on workloads (1)-(3), medians."""
+    from .report import SEQ2SEQ_COLUMNS, speedup
+
+    engines = {n: e for n, e in part["engines"].items() if e.get("status") == "ok"}
+    base = engines.get(part["baseline"], {})
+    columns = [c for c in SEQ2SEQ_COLUMNS if c[2] != "first_token_seconds"]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(engines))
+    for i, (name, e) in enumerate(engines.items()):
+        ratios = [speedup(e, base, w, k, kind) or 0.0 for _, w, k, kind in columns]
+        ax.bar(np.arange(len(columns)) + i * width, ratios, width, label=name)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(np.arange(len(columns)) + width * (len(engines) - 1) / 2,
+                  [title.format(**part["settings"]) for title, _, _, _ in columns], fontsize=8)  # fmt: skip
+    ax.set_ylabel(f"speed-up vs {part['baseline']} (median)")
+    ax.set_title(f"Encoder-decoder, {part['settings']['model']}, {threads} threads", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -19,11 +19,30 @@ SPEED_COLUMNS = [
     ("(c) beam {beams}x{beam_new}, s", "beam", "seconds", "s"),
     ("(d) batch {batch_size}x{batch_new}, tok/s", "batch", "tokens_per_second", "tps"),
 ]
+SEQ2SEQ_TITLES = {
+    "marian": "Encoder-decoder (Marian, random weights, opus-mt-en-de shape)",
+    "tiny-marian": "Encoder-decoder (tiny random Marian, --quick)",
+}
+SEQ2SEQ_COLUMNS = [
+    ("(1) greedy {new_tokens} tok, s", "translate", "seconds", "s"),
+    ("(1) first token, s", "translate", "first_token_seconds", "s"),
+    ("(1) decode, tok/s", "translate", "decode_tokens_per_second", "tps"),
+    ("(2) beam {beams}x{new_tokens}, s", "beam", "seconds", "s"),
+    ("(3) batch {batch_size}x{new_tokens}, tok/s", "batch", "tokens_per_second", "tps"),
+]
 
 
 def _figure(entry: dict, workload: str, key: str) -> dict | None:
     w = (entry.get("workloads") or {}).get(workload) or {}
     return w.get(key) if isinstance(w.get(key), dict) else None
+
+
+def speedup(entry: dict, base: dict, workload: str, key: str, kind: str) -> float | None:
+    """Baseline seconds / engine seconds, or engine tokens/s / baseline tokens/s (medians); None when missing."""
+    fig, ref = _figure(entry, workload, key), _figure(base, workload, key)
+    if fig is None or ref is None:
+        return None
+    return ref["median"] / fig["median"] if kind == "s" else fig["median"] / ref["median"]
 
 
 def _cell(entry: dict, base: dict, workload: str, key: str, kind: str, spread: bool = False) -> str:
@@ -36,11 +55,8 @@ def _cell(entry: dict, base: dict, workload: str, key: str, kind: str, spread: b
     digits = 3 if kind == "s" else 1
     if spread:
         return f"{fig['median']:.{digits}f} [{fig['min']:.{digits}f}–{fig['max']:.{digits}f}]"
-    ref = _figure(base, workload, key)
-    if ref is None:
-        return f"{fig['median']:.{digits}f}"
-    ratio = ref["median"] / fig["median"] if kind == "s" else fig["median"] / ref["median"]
-    return f"{fig['median']:.{digits}f} ({ratio:.2f}x)"
+    ratio = speedup(entry, base, workload, key, kind)
+    return f"{fig['median']:.{digits}f}" if ratio is None else f"{fig['median']:.{digits}f} ({ratio:.2f}x)"
 
 
 def step_window(new_tokens: int) -> int:
@@ -63,6 +79,25 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def markdown(result: dict) -> str:
+    out = _decoder_only(result) if "engines" in result else _seq2seq_title(result)
+    if "seq2seq" in result:
+        out += ["", *seq2seq_section(result)]
+    return "\n".join(out) + "\n"
+
+
+def _memory_cells(e: dict) -> list[str]:
+    """precision, load s, RSS after load, peak RSS, size on disk."""
+    size = f"{e['size_mb']:.1f}" if e["size_mb"] < 10 else f"{e['size_mb']:.0f}"
+    rss = [f"{e['rss_after_load_mb']:.0f}", f"{e['peak_rss_mb']:.0f}"]
+    return [e["precision"], f"{e['load_seconds']:.2f}", *rss, size]
+
+
+def _not_run(engines: dict) -> list[str]:
+    others = [(n, e) for n, e in engines.items() if e.get("status") != "ok"]
+    return [f"- {n}: {e['status']} ({e.get('reason') or e.get('error')})" for n, e in others]
+
+
+def _decoder_only(result: dict) -> list[str]:
     s, engines = result["settings"], result["engines"]
     base = engines.get(result["baseline"], {})
     ok = {name: e for name, e in engines.items() if e.get("status") == "ok"}
@@ -99,17 +134,71 @@ def markdown(result: dict) -> str:
         q = e.get("quality") or {}
         ppl = f"{q['perplexity']:.3f}" if "perplexity" in q else ("failed: " + str(q.get("error")) if q.get("status") == "failed" else "–")
         rows.append([
-            name, e["precision"], f"{e['load_seconds']:.2f}", f"{e['rss_after_load_mb']:.0f}", f"{e['peak_rss_mb']:.0f}",
-            f"{e['size_mb']:.1f}" if e["size_mb"] < 10 else f"{e['size_mb']:.0f}", ppl,
+            name, *_memory_cells(e), ppl,
             f"{q['agreement_prefix']:.1%}" if "agreement_prefix" in q else "–",
             f"{q['agreement_positions']:.1%}" if "agreement_positions" in q else "–",
         ])  # fmt: skip
     out += _table(header, rows)
-    others = [(n, e) for n, e in engines.items() if e.get("status") != "ok"]
-    if others:
-        out += ["", "## Not run", ""]
-        out += [f"- {n}: {e['status']} ({e.get('reason') or e.get('error')})" for n, e in others]
-    return "\n".join(out) + "\n"
+    if _not_run(engines):
+        out += ["", "## Not run", "", *_not_run(engines)]
+    return out
+
+
+def _seq2seq_title(result: dict) -> list[str]:
+    machine = result["machine"]
+    return [
+        "# Benchmark results: encoder-decoder part only",
+        "",
+        f"{result['threads']} threads for every engine. Machine: {machine['platform']}, {machine['cpus']} CPUs.",
+    ]
+
+
+def seq2seq_section(result: dict) -> list[str]:
+    """The encoder-decoder part: speed with ratios to PyTorch, spread, memory and greedy agreement."""
+    part = result["seq2seq"]
+    out = [f"## {SEQ2SEQ_TITLES.get(part.get('settings', {}).get('model'), 'Encoder-decoder')}", ""]
+    if part.get("status") != "ok":
+        return out + [f"Not run: {part.get('error')}"]
+    s, engines, inputs = part["settings"], part["engines"], part["inputs"]
+    base = engines.get(part["baseline"], {})
+    ok = {name: e for name, e in engines.items() if e.get("status") == "ok"}
+    out += [
+        f"Model: {part['model']}. Its weights are random (fixed seed): the translations are meaningless, the "
+        "timings are real. Sources are English sentences tokenized by the tests' small Marian tokenizer "
+        f"(source of (1) and (2): {inputs['source']} tokens; batch: {', '.join(map(str, inputs['batch']))}, "
+        "right-padded with an attention mask). Every engine generates exactly the asked-for number of tokens "
+        "(end of sequence banned until then; the model's forced EOS makes the last one </s> everywhere). "
+        f"{s['repeats']} timed repeats after {s['warmup']} warm-up, median; ratios are speed-ups against "
+        f"{part['baseline']} in the same run (above 1 = faster). Wall times include the encoder. Only PyTorch and "
+        f"memgpt take part. Part time: {part['run_seconds']:.0f}s (plus {part['build_seconds']:.0f}s building or "
+        "loading cached models).",
+        "",
+    ]
+    header = ["engine"] + [t.format(**s) for t, _, _, _ in SEQ2SEQ_COLUMNS]
+
+    def cells(e: dict, spread: bool) -> list[str]:
+        return [_cell(e, base, w, k, kind, spread) for _, w, k, kind in SEQ2SEQ_COLUMNS]
+
+    out += _table(header, [[n, *cells(e, False)] for n, e in ok.items()])
+    out += ["", "Spread (median [min–max]):", ""]
+    out += _table(header, [[n, *cells(e, True)] for n, e in ok.items()])
+    out += ["", f"Memory, size, load time, and greedy agreement with {part['baseline']} ({s['new_tokens']} new tokens "
+            f"on each of {len(inputs['agreement'])} other sources):", ""]  # fmt: skip
+    header = ["engine", "precision", "load, s", "RSS after load, MB", "peak RSS, MB", "size on disk, MB",
+              "identical outputs", "greedy agreement (prefix)", "greedy agreement (positions)"]  # fmt: skip
+    rows = []
+    for name, e in ok.items():
+        q = e.get("quality") or {}
+        identical = f"{q['identical']}/{len(q['continuations'])}" if "identical" in q else "–"
+        rows.append([
+            name, *_memory_cells(e), identical,
+            f"{q['agreement_prefix']:.1%}" if "agreement_prefix" in q else "–",
+            f"{q['agreement_positions']:.1%}" if "agreement_positions" in q else "–",
+        ])  # fmt: skip
+    out += _table(header, rows)
+    if _not_run(engines):
+        out += ["", "Not run:", "", *_not_run(engines)]
+    return out
 
 
 def write(result: dict, folder: Path) -> dict[str, Path]:

@@ -48,7 +48,7 @@ def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpe
     log_dir = log_dir or cache
     results: dict[str, dict] = {}
     runnable: list[tuple[EngineSpec, dict]] = []
-    fp32 = _build(cache, "memgpt-fp32", lambda: models.build_memgpt(settings["model"], _hf(cache, settings), cache / "memgpt-fp32", "fp32"))
+    fp32 = build_folder(cache, "memgpt-fp32", lambda: models.build_memgpt(settings["model"], _hf(cache, settings), cache / "memgpt-fp32", "fp32"))
     if isinstance(fp32, str):
         raise RuntimeError(f"cannot build the memgpt fp32 model, which tokenizes every prompt: {fp32}")
     import memgpt_runtime as mr
@@ -80,21 +80,18 @@ def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpe
     timed_began = time.perf_counter()
     for engine, spec in runnable:
         say(f"{engine.name}: speed ...")
-        speed = _run_worker({**spec, "job": "speed", "workloads": SPEED_WORKLOADS}, settings["timeout"], log_dir, engine)
+        speed = run_worker({**spec, "job": "speed", "workloads": SPEED_WORKLOADS}, settings["timeout"], log_dir, engine)
         entry = {**results[engine.name], **speed}
         if quality and speed["status"] == "ok":
             say(f"{engine.name}: quality ...")
-            q = _run_worker({**spec, "job": "quality"}, settings["timeout"], log_dir, engine)
+            q = run_worker({**spec, "job": "quality"}, settings["timeout"], log_dir, engine)
             entry["quality"] = q.get("quality") if q["status"] == "ok" else {"status": "failed", "error": q.get("error")}
         results[engine.name] = entry
-    _add_agreement(results)
+    add_agreement(results)
     return {
         "model": MODEL_NAMES[settings["model"]],
         "settings": settings,
-        "threads": threads,
-        "baseline": BASELINE,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},  # fmt: skip
+        **header(threads),
         "inputs": {k: (len(v) if k in ("prefill", "chat", "text") else [len(r) for r in v]) for k, v in inputs.items()},
         "build_seconds": round(build_seconds, 1),
         "run_seconds": round(time.perf_counter() - timed_began, 1),
@@ -102,11 +99,21 @@ def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpe
     }
 
 
+def header(threads: int) -> dict:
+    """What every result starts with, whichever parts ran: threads, baseline, machine."""
+    return {
+        "threads": threads,
+        "baseline": BASELINE,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},  # fmt: skip
+    }
+
+
 def _hf(cache: Path, settings: dict) -> Path:
     return models.build_hf(settings["model"], cache / "hf")
 
 
-def _build(cache: Path, name: str, build) -> Path | str:
+def build_folder(cache: Path, name: str, build) -> Path | str:
     """The built folder, or the one-line error of its build."""
     if not (cache / name).exists():
         say(f"building {name} (once; cached in {cache}) ...")
@@ -130,16 +137,16 @@ def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) ->
             return {"status": "skipped", "reason": reason}
         return {"gguf": str(gguf), "model_path": str(gguf)}
     if engine.adapter == "torch_engine":
-        built = _build(cache, "hf", lambda: _hf(cache, settings))
+        built = build_folder(cache, "hf", lambda: _hf(cache, settings))
     elif engine.adapter == "memgpt_engine":
         name = f"memgpt-{engine.precision}"
-        built = _build(cache, name, lambda: models.build_memgpt(model, _hf(cache, settings), cache / name, engine.precision))
+        built = build_folder(cache, name, lambda: models.build_memgpt(model, _hf(cache, settings), cache / name, engine.precision))
     elif engine.adapter == "optimum_engine":
-        built = _build(cache, "optimum", lambda: models.build_optimum(_hf(cache, settings), cache / "optimum"))
+        built = build_folder(cache, "optimum", lambda: models.build_optimum(_hf(cache, settings), cache / "optimum"))
     elif engine.adapter == "genai_engine":
         name = f"genai-{engine.precision}"
         log = log_dir / "genai-build.log"
-        built = _build(cache, name, lambda: models.build_genai(_hf(cache, settings), cache / name, engine.precision, log))
+        built = build_folder(cache, name, lambda: models.build_genai(_hf(cache, settings), cache / name, engine.precision, log))
     else:
         return f"unknown adapter {engine.adapter}"
     if isinstance(built, str):
@@ -147,7 +154,7 @@ def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) ->
     return {"folder": str(built), "model_path": str(built)}
 
 
-def _run_worker(spec: dict, timeout: float, log_dir: Path, engine: EngineSpec) -> dict:
+def run_worker(spec: dict, timeout: float, log_dir: Path, engine: EngineSpec) -> dict:
     """Run one worker process; its result, or a failure with the last line it printed."""
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
            "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}  # fmt: skip
@@ -169,7 +176,7 @@ def _run_worker(spec: dict, timeout: float, log_dir: Path, engine: EngineSpec) -
     return {"status": "failed", "error": (tail[-1] if tail else "the worker exited without a result")[:300]}
 
 
-def _add_agreement(results: dict) -> None:
+def add_agreement(results: dict) -> None:
     """Greedy agreement with the baseline, per engine: the share of positions before the first divergence
     (mean over prompts), and the share of identical positions."""
     base = (results.get(BASELINE, {}).get("quality") or {}).get("continuations")

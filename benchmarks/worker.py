@@ -1,9 +1,9 @@
 """One engine in one process: `python -m benchmarks.worker SPEC.json RESULT.json`.
 
-Reads the spec (engine, job "speed" or "quality", paths, threads, token ids, settings), loads the engine,
-runs the job and writes the result, with the load time (imports excluded), the process's resident memory
-before and after the load, and its peak (VmHWM). A crash becomes {"status": "failed", "error": one line}. Only the engine's own modules are
-imported, so the memory figures are the engine's.
+Reads the spec (engine, job "speed", "quality" or "seq2seq", paths, threads, token ids, settings), loads the
+engine, runs the job and writes the result, with the load time (imports excluded), the process's resident memory
+before and after the load, and its peak (VmHWM). A crash becomes {"status": "failed", "error": one line}. Only the
+engine's own modules are imported, so the memory figures are the engine's.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def peak_rss_mb() -> float:
 
 
 def run(spec: dict) -> dict:
-    from . import workloads
+    from . import seq2seq_workloads, workloads
 
     adapter = importlib.import_module(f"benchmarks.engines.{spec['adapter']}")
     adapter.import_modules()  # imports are not part of the load time
@@ -48,9 +48,10 @@ def run(spec: dict) -> dict:
         result["quality"] = workloads.quality(engine, spec["inputs"], spec["settings"])
     else:
         result["workloads"] = {}
+        registry = seq2seq_workloads.WORKLOADS if spec["job"] == "seq2seq" else workloads.SPEED
         for name in spec["workloads"]:
             began = time.perf_counter()
-            result["workloads"][name] = workloads.SPEED[name](engine, spec["inputs"], spec["settings"])
+            result["workloads"][name] = registry[name](engine, spec["inputs"], spec["settings"])
             print(f"{name} done in {time.perf_counter() - began:.1f}s", flush=True)  # progress, in the worker log
     result["peak_rss_mb"] = peak_rss_mb()
     return result

@@ -21,7 +21,7 @@ def stats(values: list[float]) -> dict:
     return {"median": float(np.median(values)), "min": float(min(values)), "max": float(max(values)), "values": values}
 
 
-def _timed_greedy(engine, prompt: list[int], new_tokens: int) -> tuple[float, list[float], list[int]]:
+def timed_greedy(engine, prompt: list[int], new_tokens: int) -> tuple[float, list[float], list[int]]:
     """(wall seconds, the time each new token was chosen relative to the start, the new ids)."""
     stamps: list[float] = []
     start = time.perf_counter()
@@ -32,7 +32,7 @@ def _timed_greedy(engine, prompt: list[int], new_tokens: int) -> tuple[float, li
     return wall, [s - start for s in stamps], out[0]
 
 
-def _repeat(run, warmup: int, repeats: int) -> list:
+def repeat(run, warmup: int, repeats: int) -> list:
     for _ in range(warmup):
         run()
     return [run() for _ in range(repeats)]
@@ -44,12 +44,12 @@ def prefill(engine, inputs: dict, s: dict) -> dict:
         engine.generate([inputs["prefill"]], 1)
         return time.perf_counter() - start
 
-    return {"prompt_tokens": len(inputs["prefill"]), "seconds": stats(_repeat(run, s["warmup"], s["repeats"]))}
+    return {"prompt_tokens": len(inputs["prefill"]), "seconds": stats(repeat(run, s["warmup"], s["repeats"]))}
 
 
 def greedy(engine, inputs: dict, s: dict) -> dict:
     n = s["decode_new"]
-    runs = _repeat(lambda: _timed_greedy(engine, inputs["chat"], n), s["warmup"], s["repeats"])
+    runs = repeat(lambda: timed_greedy(engine, inputs["chat"], n), s["warmup"], s["repeats"])
     return {
         "prompt_tokens": len(inputs["chat"]),
         "new_tokens": n,
@@ -71,7 +71,7 @@ def beam(engine, inputs: dict, s: dict) -> dict:
             raise RuntimeError(f"beam search gave {len(out[0])} new tokens, expected {s['beam_new']}")
         return time.perf_counter() - start
 
-    return {"beams": s["beams"], "new_tokens": s["beam_new"], "seconds": stats(_repeat(run, s["warmup"], s["repeats"]))}
+    return {"beams": s["beams"], "new_tokens": s["beam_new"], "seconds": stats(repeat(run, s["warmup"], s["repeats"]))}
 
 
 def batch(engine, inputs: dict, s: dict) -> dict:
@@ -87,7 +87,7 @@ def batch(engine, inputs: dict, s: dict) -> dict:
             raise RuntimeError(f"batch gave {[len(r) for r in out]} new tokens, expected {n} per row")
         return seconds
 
-    seconds = _repeat(run, s["warmup"], s["repeats"])
+    seconds = repeat(run, s["warmup"], s["repeats"])
     return {
         "rows": len(rows),
         "new_tokens": n,
@@ -97,7 +97,7 @@ def batch(engine, inputs: dict, s: dict) -> dict:
 
 
 def steps(engine, inputs: dict, s: dict) -> dict:
-    wall, stamps, _ = _timed_greedy(engine, inputs["chat"], s["steps_new"])
+    wall, stamps, _ = timed_greedy(engine, inputs["chat"], s["steps_new"])
     latencies = np.diff([0.0, *stamps]) * 1000  # (new,) ms; the first is the prefill
     return {"prompt_tokens": len(inputs["chat"]), "seconds": wall, "latency_ms": [round(x, 3) for x in latencies]}
 

@@ -1,7 +1,8 @@
 """Spec: the benchmark suite's quick mode writes sane JSON, tables and plots; failures and skips are reported.
 
 The smoke run builds its own tiny models in a temporary cache (no network) and runs PyTorch and memgpt
-(fp32, int8) plus llama.cpp, which has no GGUF file for the tiny model and must be reported as skipped.
+(fp32, int8) plus llama.cpp, which has no GGUF file for the tiny model and must be reported as skipped; then the
+encoder-decoder part on the tiny Marian, where only PyTorch and memgpt take part.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,16 +26,16 @@ def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("bench") / "results"
     cache = out.parent / "cache"
     command = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--cache", str(cache), "--engines", ENGINES]
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     return done, out
 
 
 def test_quick_run_exits_0_and_writes_every_output(quick_run):
     done, out = quick_run
     assert done.returncode == 0, done.stderr[-2000:]
-    for name in ("results.json", "results.md", "tokens_per_second.png", "step_latency.png"):
+    for name in ("results.json", "results.md", "tokens_per_second.png", "step_latency.png", "seq2seq.png"):
         assert (out / name).is_file(), name
-    for name in ("tokens_per_second.png", "step_latency.png"):
+    for name in ("tokens_per_second.png", "step_latency.png", "seq2seq.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
@@ -80,8 +82,68 @@ def test_quick_markdown_has_ratio_tables(quick_run):
     assert ("- llama.cpp q4_1: skipped (no GGUF file for this model)" in text) != (
         "- llama.cpp q4_1: skipped (not installed (pip install llama-cpp-python))" in text
     )
-    rows = [line for line in text.splitlines() if line.startswith("| memgpt int8 |")]
-    assert len(rows) == 3  # speed, spread, memory/quality
+    decoder_only, seq2seq = text.split("## Encoder-decoder (tiny random Marian, --quick)")
+    for part in (decoder_only, seq2seq):
+        rows = [line for line in part.splitlines() if line.startswith("| memgpt int8 |")]
+        assert len(rows) == 3  # speed, spread, memory/quality
+
+
+def test_quick_seq2seq_part_has_sane_figures_and_fp32_matches_pytorch(quick_run):
+    _, out = quick_run
+    part = json.loads((out / "results.json").read_text())["seq2seq"]
+    assert part["status"] == "ok" and part["settings"]["model"] == "tiny-marian"
+    engines, s = part["engines"], part["settings"]
+    assert list(engines) == ["pytorch fp32", "memgpt fp32", "memgpt int8"]  # llama.cpp has no encoder-decoder path
+    assert 20 <= part["inputs"]["source"] <= 80  # about 40 tokens; the tests' tokenizer decides
+    assert len(set(part["inputs"]["batch"])) == s["batch_size"] == 8  # 8 different lengths
+    for name, e in engines.items():
+        assert e["status"] == "ok", e
+        w = e["workloads"]
+        assert set(w) == {"translate", "beam", "batch"}
+        for fig in (w["translate"]["seconds"], w["translate"]["decode_tokens_per_second"], w["beam"]["seconds"],
+                    w["batch"]["tokens_per_second"]):  # fmt: skip
+            assert len(fig["values"]) == s["repeats"]
+            assert 0 < fig["min"] <= fig["median"] <= fig["max"]
+        assert len(w["translate"]["tokens"]) == s["new_tokens"] == w["beam"]["new_tokens"] == w["batch"]["new_tokens"]
+        assert 0 < e["load_seconds"] and 0 < e["rss_after_load_mb"] <= e["peak_rss_mb"] and e["size_mb"] > 0
+        q = e["quality"]
+        assert [len(c) for c in q["continuations"]] == [s["new_tokens"]] * s["agreement_sources"]
+        assert 0 <= q["agreement_prefix"] <= q["agreement_positions"] <= 1
+    # fp32 on the same weights: the same greedy ids as PyTorch, source by source
+    assert engines["memgpt fp32"]["quality"]["identical"] == s["agreement_sources"]
+    tokens = [engines[n]["workloads"]["translate"]["tokens"] for n in ("pytorch fp32", "memgpt fp32")]
+    assert tokens[0] == tokens[1]
+    assert engines["memgpt fp32"]["rss_after_load_mb"] < engines["pytorch fp32"]["rss_after_load_mb"]
+
+
+def test_quick_markdown_has_the_seq2seq_section_with_ratios(quick_run):
+    _, out = quick_run
+    section = (out / "results.md").read_text().split("## Encoder-decoder (tiny random Marian, --quick)")[1]
+    assert "random (fixed seed): the translations are meaningless, the timings are real" in section
+    header = "| engine | (1) greedy 16 tok, s | (1) first token, s | (1) decode, tok/s | (2) beam 4x16, s | (3) batch 8x16, tok/s |"
+    assert header in section
+    base = next(line for line in section.splitlines() if line.startswith("| pytorch fp32 |"))
+    assert base.count("(1.00x)") == 5
+    fp32 = [line for line in section.splitlines() if line.startswith("| memgpt fp32 |")]
+    assert len(re.findall(r"\(\d+\.\d\dx\)", fp32[0])) == 5
+    assert fp32[2].endswith("| 4/4 | 100.0% | 100.0% |")
+
+
+def test_the_report_of_a_seq2seq_only_run_has_no_decoder_only_tables(quick_run):
+    from benchmarks import report
+
+    _, out = quick_run
+    result = json.loads((out / "results.json").read_text())
+    only = {key: result[key] for key in ("threads", "baseline", "machine", "seq2seq")}
+    text = report.markdown(only)
+    assert text.startswith("# Benchmark results: encoder-decoder part only\n")
+    assert "## Speed" not in text and "## Encoder-decoder (tiny random Marian, --quick)" in text
+    from benchmarks.cli import baselines_ok
+
+    assert baselines_ok(only) and baselines_ok(result)
+    failed = {**only, "seq2seq": {"status": "failed", "error": "could not build hf: OSError: disk full"}}
+    assert not baselines_ok(failed)
+    assert report.markdown(failed).endswith("## Encoder-decoder\n\nNot run: could not build hf: OSError: disk full\n")
 
 
 def test_a_crashing_worker_is_reported_as_failed_with_one_line(tmp_path):
@@ -89,20 +151,20 @@ def test_a_crashing_worker_is_reported_as_failed_with_one_line(tmp_path):
     from benchmarks.engines import EngineSpec
 
     engine = EngineSpec("broken", "no_such_adapter", "fp32", ())
-    result = suite._run_worker({"threads": 1, "job": "speed", "adapter": "no_such_adapter"}, 60, tmp_path, engine)
+    result = suite.run_worker({"threads": 1, "job": "speed", "adapter": "no_such_adapter"}, 60, tmp_path, engine)
     assert result["status"] == "failed"
     assert result["error"].startswith("ModuleNotFoundError: No module named 'benchmarks.engines.no_such_adapter'")
     assert "\n" not in result["error"]
 
 
 def test_agreement_is_the_share_before_the_first_divergence_and_the_share_of_equal_positions():
-    from benchmarks.suite import _add_agreement
+    from benchmarks.suite import add_agreement
 
     results = {
         "pytorch fp32": {"quality": {"continuations": [[1, 2, 3, 4], [5, 6, 7, 8]]}},
         "other": {"quality": {"continuations": [[1, 2, 9, 4], [5, 6, 7, 8]]}},
     }
-    _add_agreement(results)
+    add_agreement(results)
     assert results["other"]["quality"]["agreement_prefix"] == pytest.approx((2 / 4 + 1) / 2)
     assert results["other"]["quality"]["agreement_positions"] == pytest.approx((3 / 4 + 1) / 2)
     assert results["pytorch fp32"]["quality"]["agreement_prefix"] == 1.0
@@ -126,6 +188,7 @@ def test_register_adds_bench_without_importing_heavy_modules():
 @pytest.mark.parametrize("argv, message", [
     (["--engines", "nonsense"], "unknown engine 'nonsense'"),
     (["--threads", "0"], "--threads and --repeats must be at least 1"),
+    (["--no-seq2seq", "--only-seq2seq"], "--no-seq2seq and --only-seq2seq exclude each other"),
 ])  # fmt: skip
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     from benchmarks.cli import main

@@ -1,7 +1,9 @@
 """Generation and perplexity through transformers' `GenerationMixin`, shared by the PyTorch and optimum engines.
 
-Prompts come as token ids; batches are left-padded here with the model's pad id and an explicit attention
-mask, as a transformers user would. `on_token` rides on a streamer, whose first `put` is the prompt.
+Prompts come as token ids; batches are padded here with the model's pad id and an explicit attention mask,
+as a transformers user would: on the left for a causal LM, on the right for an encoder-decoder's sources (whose
+output starts with the decoder start token, cut off here). `on_token` rides on a streamer, whose first `put` is
+the prompt (for an encoder-decoder, the decoder start token).
 """
 
 from __future__ import annotations
@@ -31,17 +33,20 @@ class HFGenerateEngine:
     def __init__(self, model, spec: dict):
         self.model = model
         self.pad_id = spec["pad_id"]
+        self.encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
 
     def _inputs(self, rows: list[list[int]]):
+        """(ids, mask, width of the output's prompt part): left-padded prompts, or right-padded sources."""
         import torch
 
         width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.pad_id, np.int64)  # (batch, width), left-padded
+        ids = np.full((len(rows), width), self.pad_id, np.int64)  # (batch, width)
         mask = np.zeros((len(rows), width), np.int64)
         for i, row in enumerate(rows):
-            ids[i, width - len(row):] = row
-            mask[i, width - len(row):] = 1
-        return torch.from_numpy(ids), torch.from_numpy(mask), width
+            where = slice(0, len(row)) if self.encoder_decoder else slice(width - len(row), width)
+            ids[i, where] = row
+            mask[i, where] = 1
+        return torch.from_numpy(ids), torch.from_numpy(mask), 1 if self.encoder_decoder else width
 
     def generate(self, rows, new_tokens: int, beams: int = 1, on_token=None) -> list[list[int]]:
         import torch

@@ -1,5 +1,8 @@
 """memgpt-runtime through its public `lm.generate`; perplexity through the KV-cache protocol (prefill + step).
 
+Works for decoder-only and encoder-decoder folders alike: `lm.generate` pads prompts on the left and sources on
+the right (with the attention mask), and `lm.new_tokens` cuts off the prompt or the decoder start token.
+
 Imports only memgpt_runtime (onnxruntime, numpy, tokenizers), so the worker's memory is the runtime's own.
 """
 
@@ -31,8 +34,7 @@ class MemgptEngine:
             [list(r) for r in rows], max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams,
             do_sample=False, **options,
         )  # fmt: skip
-        width = max(len(r) for r in rows)
-        return out[:, width:].tolist()
+        return self.lm.new_tokens(out, max(len(r) for r in rows)).tolist()
 
     def nll(self, ids: list[int]) -> np.ndarray:
         """Prefill the first token, then step through the text; each step's logits predict the next id."""

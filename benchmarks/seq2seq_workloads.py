@@ -1,0 +1,73 @@
+"""The timed workloads of the encoder-decoder part, on the same engine interface as workloads.py.
+
+Rows are sources (token ids, `</s>` included); an engine returns exactly `new_tokens` decoder ids per row, the
+decoder start token left out. Each workload runs `warmup` untimed times, then `repeats` timed times:
+(1) translate: greedy, one source: wall time (encoder included), time to first token, and decode tokens/s over the
+    steps after the first ((n - 1) / (last token time - first token time));
+(2) beam: the same source, `beams` beams: wall time;  (3) batch: `batch_size` sources of different lengths,
+right-padded with an attention mask, greedy: new tokens/s.
+`agreement` (greedy ids of a few sources, compared with PyTorch's by the suite) is not timed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .workloads import repeat, stats, timed_greedy
+
+
+def translate(engine, inputs: dict, s: dict) -> dict:
+    n = s["new_tokens"]
+    runs = repeat(lambda: timed_greedy(engine, inputs["source"], n), s["warmup"], s["repeats"])
+    return {
+        "source_tokens": len(inputs["source"]),
+        "new_tokens": n,
+        "seconds": stats([wall for wall, _, _ in runs]),
+        "first_token_seconds": stats([stamps[0] for _, stamps, _ in runs]),
+        "decode_tokens_per_second": stats([(n - 1) / (stamps[-1] - stamps[0]) for _, stamps, _ in runs]),
+        "tokens": runs[0][2],
+    }
+
+
+def beam(engine, inputs: dict, s: dict) -> dict:
+    n = s["new_tokens"]
+
+    def run() -> float:
+        start = time.perf_counter()
+        out = engine.generate([inputs["source"]], n, beams=s["beams"])
+        seconds = time.perf_counter() - start
+        if len(out[0]) != n:
+            raise RuntimeError(f"beam search gave {len(out[0])} new tokens, expected {n}")
+        return seconds
+
+    return {"beams": s["beams"], "new_tokens": n, "seconds": stats(repeat(run, s["warmup"], s["repeats"]))}
+
+
+def batch(engine, inputs: dict, s: dict) -> dict:
+    rows, n = inputs["batch"], s["new_tokens"]
+
+    def run() -> float:
+        start = time.perf_counter()
+        out = engine.generate(rows, n)
+        seconds = time.perf_counter() - start
+        if [len(r) for r in out] != [n] * len(rows):
+            raise RuntimeError(f"batch gave {[len(r) for r in out]} new tokens, expected {n} per row")
+        return seconds
+
+    seconds = repeat(run, s["warmup"], s["repeats"])
+    return {
+        "rows": len(rows),
+        "source_tokens": [len(r) for r in rows],
+        "new_tokens": n,
+        "seconds": stats(seconds),
+        "tokens_per_second": stats([len(rows) * n / x for x in seconds]),
+    }
+
+
+def agreement(engine, inputs: dict, s: dict) -> dict:
+    """Greedy ids of each agreement source, one source at a time (untimed)."""
+    return {"continuations": [engine.generate([source], s["new_tokens"])[0] for source in inputs["agreement"]]}
+
+
+SPEED = {"translate": translate, "beam": beam, "batch": batch}
+WORKLOADS = {**SPEED, "agreement": agreement}
