@@ -13,20 +13,11 @@ from __future__ import annotations
 
 import time
 
-from .workloads import repeat, stats, timed_greedy
+from .workloads import greedy_figures, repeat, stats
 
 
 def translate(engine, inputs: dict, s: dict) -> dict:
-    n = s["new_tokens"]
-    runs = repeat(lambda: timed_greedy(engine, inputs["source"], n), s["warmup"], s["repeats"])
-    return {
-        "source_tokens": len(inputs["source"]),
-        "new_tokens": n,
-        "seconds": stats([wall for wall, _, _ in runs]),
-        "first_token_seconds": stats([stamps[0] for _, stamps, _ in runs]),
-        "decode_tokens_per_second": stats([(n - 1) / (stamps[-1] - stamps[0]) for _, stamps, _ in runs]),
-        "tokens": runs[0][2],
-    }
+    return {"source_tokens": len(inputs["source"]), **greedy_figures(engine, inputs["source"], s["new_tokens"], s)}
 
 
 def beam(engine, inputs: dict, s: dict) -> dict:

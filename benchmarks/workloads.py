@@ -48,10 +48,13 @@ def prefill(engine, inputs: dict, s: dict) -> dict:
 
 
 def greedy(engine, inputs: dict, s: dict) -> dict:
-    n = s["decode_new"]
-    runs = repeat(lambda: timed_greedy(engine, inputs["chat"], n), s["warmup"], s["repeats"])
+    return {"prompt_tokens": len(inputs["chat"]), **greedy_figures(engine, inputs["chat"], s["decode_new"], s)}
+
+
+def greedy_figures(engine, prompt: list[int], n: int, s: dict) -> dict:
+    """Greedy generation of `n` tokens, repeated: wall time, time to first token and decode tokens/s."""
+    runs = repeat(lambda: timed_greedy(engine, prompt, n), s["warmup"], s["repeats"])
     return {
-        "prompt_tokens": len(inputs["chat"]),
         "new_tokens": n,
         "seconds": stats([wall for wall, _, _ in runs]),
         "first_token_seconds": stats([stamps[0] for _, stamps, _ in runs]),
