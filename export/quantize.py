@@ -1,19 +1,36 @@
 """Weight-only blockwise quantization of every weight MatMul (LM head included) into onnxruntime's MatMulNBits.
 
 `int8` and `int4` replace each MatMul whose weight is a constant (K, N) matrix by a `com.microsoft.MatMulNBits`
-node holding the weight in blocks of BLOCK_SIZE along K, each with its own scale and integer zero point
-(`blockwise.py`), computed with int8 activations (accuracy_level 4, onnxruntime's fast path). A tied LM head
-often reaches its MatMul through `Transpose(embedding)` or a `Gemm` with transB, which the stock quantizer
-skips; we first fold those into a constant so the head is quantized too. Embedding tables become 8-bit
+node holding the weight in blocks of 32 or 64 along K (`block_size_for`), each with its own scale and integer
+zero point (`blockwise.py`), computed with int8 activations (accuracy_level 4, onnxruntime's fast path); `int4`
+first measures how strongly each weight's input channels are driven (`calibrate.py`) to weigh its rounding.
+A tied LM head often reaches its MatMul through `Transpose(embedding)` or a `Gemm` with transB, which the stock
+quantizer skips; we first fold those into a constant so the head is quantized too. Embedding tables become 8-bit
 `GatherBlockQuantized` lookups, which quarters the largest tensor of a small model's memory. This file does not
 validate accuracy (validate.py measures it).
 
-Which bits where (perplexity of SmolLM2-135M on benchmarks/data/english.txt, 1,024 tokens, fp32 26.77):
-int8 round-to-nearest everywhere 26.80 (+0.1%). All-4-bit round-to-nearest 33.75 (+26%); searched 4-bit codes
-29.70 (+11%); searched 4-bit with the attention's q|k|v projection at 8 bits 27.94 (+4.4%), the cheapest fix
-of those tried (o_proj 29.49, gate|up 28.92, down 29.21, first and last layers 29.17 at 8 bits). So `int4` is
-4-bit (searched) for the attention output and the MLP, 8-bit for the q|k|v projections and the LM head, as
-llama.cpp keeps its sensitive tensors at higher precision in its mixed schemes.
+Which bits where (perplexity of SmolLM2-135M-Instruct, read from its Q4_1 GGUF, on benchmarks/data/english.txt,
+1,294 tokens; fp32 26.505; decode speed in alternating A/B runs, 2 threads). `int8`: round-to-nearest everywhere,
+26.592 (+0.3%); blocks of 32 instead of 64 give 26.509 but decode ~12% slower. `int4`: every layer MatMul at
+4 bits, its codes searched to minimise the rounding error weighted by the importance of each input channel
+(calibrate.py: the mean square of the activation it multiplies, on 128 tokens the fp32 model writes itself); the
+MLP (gate|up and down projections, three quarters of a layer's weights) in blocks of 64, the attention in blocks
+of 32; the LM head at 8 bits: 27.97 (+5.5%). Measured alternatives (perplexity; decode speed against this scheme,
+ranges over 2-3 A/B runs; onnxruntime-genai int4 ran at ~0.93-1.0x of this scheme in the same runs):
+  previous scheme (unweighted 4-bit, q|k|v and head 8-bit)   27.93 (+5.4%)   ~0.85-0.88x
+  unweighted 4-bit, head 8-bit                               29.63 (+11.8%)
+  weighted, all blocks of 32                                 27.32 (+3.1%)   ~0.90-0.96x
+  weighted, only gate|up in blocks of 64                     27.69 (+4.5%)   ~0.92-0.99x
+  weighted, all blocks of 64                                 28.47 (+7.4%)   ~1.05-1.06x
+  weighted, blocks of 32, LM head 4-bit                      28.99 (+9.4%)   ~0.95-1.0x
+  weighted, blocks of 32, q|k|v 8-bit                        27.34 (+3.2%)   (7 MB more weights, ~25 MB more RSS)
+On two other texts (GPL-3 prose, the vim manual) the chosen scheme loses 12.1% and 7.6% (previous 15.9%, 6.9%;
+all blocks of 32 7.8%, 2.1%; all blocks of 64 13.8%, 11.7%). A graph the calibration cannot run (an encoder,
+a cross-attention decoder) keeps the unweighted scheme, all blocks of 32 and its attention input projections at
+8 bits, as llama.cpp keeps sensitive tensors at higher precision in its mixed schemes. The GGUF's weights lie
+on Q4_1 grids, which an exact 4-bit copy would need float zero points for; onnxruntime's MatMulNBits runs those
+50-100x slower at one row (blockwise.py), and integer zero points on the same grid (round-to-nearest) gave
+30.75 with q|k|v at 8 bits.
 """
 
 from __future__ import annotations
@@ -25,14 +42,18 @@ import numpy as np
 from memgpt_runtime.errors import ExportError
 
 from .blockwise import quantize as quantize_weight
+from .calibrate import input_importance
 
 SCHEMES = ("fp32", "int8", "int4")
 BLOCK_SIZE = 32
-# 8-bit weights in blocks of 64: a third fewer bytes of scales to read per token (SmolLM2's 8-bit LM head ran in
-# about 0.6-0.7 ms instead of 0.8-0.95 ms per call here) for no measurable loss at 8 bits
-EIGHT_BIT_BLOCK_SIZE = 64
+# blocks of 64 for 8-bit weights: a third fewer bytes of scales to read per token (SmolLM2's 8-bit LM head ran in
+# about 0.6-0.7 ms instead of 0.8-0.95 ms per call here) for no measurable loss at 8 bits; and for the 4-bit MLP
+# weights when calibrated, three quarters of a Llama layer's weights (see the module docstring)
+WIDE_BLOCK_SIZE = 64
 ACCURACY_LEVEL = 4  # int8 activations: the fast kernels (a float-activation 8-bit path is ~50x slower here)
-EIGHT_BIT_IN_INT4 = ("qkv_proj", "q_proj", "k_proj", "v_proj", "c_attn")  # attention input projections
+# attention input projections: 8-bit in int4 when no importance was measured for them
+EIGHT_BIT_UNCALIBRATED = ("qkv_proj", "q_proj", "k_proj", "v_proj", "c_attn")
+WIDE_BLOCK_4BIT = ("gate_up_proj", "gate_proj", "up_proj", "down_proj", "c_fc", "mlp/c_proj")  # MLP projections
 EMBEDDING_BITS = 8
 _FLOATS = {1, 10, 11, 16}  # onnx TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
@@ -57,8 +78,9 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
     split_gemms(proto)
     targets = weight_matmuls(proto)
     head = lm_head(proto)
-    plan = {name: bits_for(name, head, scheme) for name in targets}  # node -> (bits, method)
-    _replace_with_matmul_nbits(proto, plan)
+    importance, calibration = input_importance(proto, targets) if scheme == "int4" else ({}, None)
+    plan = {name: bits_for(name, head, scheme, name in importance) for name in targets}  # node -> (bits, method)
+    blocks = _replace_with_matmul_nbits(proto, plan, importance)
     tables = _quantize_embeddings(proto)
     left = weight_matmuls(proto)
     done = sum(1 for n in proto.graph.node if n.op_type == "MatMulNBits")
@@ -67,33 +89,47 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
             f"{scheme} quantization left {len(left)} float weight MatMul(s) (e.g. {left[:1]}) and made {done} of "
             f"{len(targets)} MatMulNBits; this graph is not supported by the quantizer"
         )
-    return proto, {
+    weighted = "importance-weighted " if any(n in importance for n, (bits, _) in plan.items() if bits == 4) else ""
+    description = {
         "scheme": scheme,
         "method": "MatMulNBits, weight-only, blockwise along K, integer zero points",
         "bits": 8 if scheme == "int8" else 4,
-        "algorithm": "rtn" if scheme == "int8" else "searched 4-bit, rtn 8-bit",
+        "algorithm": "rtn" if scheme == "int8" else f"{weighted}searched 4-bit, rtn 8-bit",
         "symmetric": False,
         "accuracy_level": ACCURACY_LEVEL,
         "block_size": BLOCK_SIZE,
-        "block_size_8bit": EIGHT_BIT_BLOCK_SIZE,
         "nodes": targets,
         "bits_by_node": {name: bits for name, (bits, _) in plan.items()},
+        "block_size_by_node": blocks,
         "lm_head": {"node": head, "bits": plan[head][0]},
         "embeddings": {name: EMBEDDING_BITS for name in tables},
         "kept_float": "norms, biases, activations",
     }
+    if calibration is not None:
+        description["calibration"] = calibration
+    return proto, description
 
 
-def bits_for(node: str, head: str, scheme: str) -> tuple[int, str]:
-    """(bits, method) for one weight MatMul under `scheme` (see the module docstring for the measurements)."""
-    if scheme == "int8" or node == head or any(part in node for part in EIGHT_BIT_IN_INT4):
+def bits_for(node: str, head: str, scheme: str, calibrated: bool = False) -> tuple[int, str]:
+    """(bits, method) for one weight MatMul under `scheme`; `calibrated`: its input's importance was measured.
+
+    See the module docstring for the measurements behind the choice.
+    """
+    if scheme == "int8" or node == head:
+        return 8, "rtn"
+    if not calibrated and any(part in node for part in EIGHT_BIT_UNCALIBRATED):
         return 8, "rtn"
     return 4, "searched"
 
 
-def block_size_for(bits: int, k: int) -> int:
-    """Block size along K for a weight of `bits` bits (MatMulNBits needs K to be a whole number of blocks)."""
-    return EIGHT_BIT_BLOCK_SIZE if bits == 8 and k % EIGHT_BIT_BLOCK_SIZE == 0 else BLOCK_SIZE
+def block_size_for(bits: int, k: int, node: str = "", calibrated: bool = False) -> int:
+    """Block size along K for one weight MatMul of `bits` bits with K input features (`calibrated` as in bits_for).
+
+    WIDE_BLOCK_SIZE for 8-bit weights and for calibrated 4-bit MLP weights, when K is a whole number of those
+    blocks; BLOCK_SIZE otherwise.
+    """
+    wide = bits == 8 or (calibrated and any(part in node for part in WIDE_BLOCK_4BIT))
+    return WIDE_BLOCK_SIZE if wide and k % WIDE_BLOCK_SIZE == 0 else BLOCK_SIZE
 
 
 def lm_head(proto: Any) -> str:
@@ -109,19 +145,24 @@ def lm_head(proto: Any) -> str:
     return heads[-1] if heads else targets[-1]
 
 
-def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]]) -> None:
-    """Swap each planned MatMul for a MatMulNBits node."""
+def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], importance: dict[str, np.ndarray]
+                               ) -> dict[str, int]:  # fmt: skip
+    """Swap each planned MatMul for a MatMulNBits node; `importance` (K,) per node weighs searched codes.
+
+    Returns the block size chosen for each node.
+    """
     from onnx import helper, numpy_helper
 
     inits = {t.name: t for t in proto.graph.initializer}
+    blocks: dict[str, int] = {}
 
     def swap(node: Any) -> tuple[Any, str, list[Any]] | None:
         if node.name not in plan:
             return None
         bits, method = plan[node.name]
         weight = numpy_helper.to_array(inits[node.input[1]])  # (K, N)
-        block = block_size_for(bits, weight.shape[0])
-        q = quantize_weight(np.ascontiguousarray(weight.T), bits, block, method)
+        block = blocks[node.name] = block_size_for(bits, weight.shape[0], node.name, node.name in importance)
+        q = quantize_weight(np.ascontiguousarray(weight.T), bits, block, method, importance.get(node.name))
         prefix = f"{node.input[1]}_Q{bits}"
         new = helper.make_node(
             "MatMulNBits", [node.input[0], prefix, f"{prefix}_scales", f"{prefix}_zero_points"], list(node.output),
@@ -131,6 +172,7 @@ def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]]) -> 
         return new, node.input[1], _tensors(prefix, q.packed, q)
 
     _rewrite(proto, swap)
+    return blocks
 
 
 def _quantize_embeddings(proto: Any) -> list[str]:

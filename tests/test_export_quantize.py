@@ -26,11 +26,10 @@ def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture,
     assert len(nbits) == LLAMA_WEIGHT_MATMULS
     bits_of = {n.name: a.i for n in nbits for a in n.attribute if a.name == "bits"}
     assert bits_of.pop("lm_head_Q8") == 8  # the tied head is quantized too, at 8 bits for int4 as well
-    qkv = {name: bits_of.pop(name) for name in list(bits_of) if "qkv_proj" in name}
-    assert set(qkv.values()) == {8}  # int4 keeps the attention's input projection at 8 bits
-    assert set(bits_of.values()) == {bits}
+    assert set(bits_of.values()) == {bits}  # int4: q|k|v too, now that its codes are importance-weighted
     blocks = {n.name: a.i for n in nbits for a in n.attribute if a.name == "block_size"}
-    assert blocks == {name: 64 if "qkv" in name or name == "lm_head_Q8" or bits == 8 else 32 for name in blocks}
+    wide = ("lm_head_Q8", "gate_up_proj_Q4", "down_proj_Q4")  # 8-bit weights and the 4-bit MLP
+    assert blocks == {name: 64 if name.endswith(wide) or bits == 8 else 32 for name in blocks}
     assert {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"} == {4}
     tables = [n for n in graph.graph.node if n.op_type in ("Gather", "GatherBlockQuantized")]
     assert [(n.op_type, n.input[0]) for n in tables] == [("GatherBlockQuantized", "embed_tokens.weight_Q8")]
@@ -43,9 +42,13 @@ def test_manifest_lists_the_quantized_nodes(request, export_fixture, scheme, bit
     assert len(q["nodes"]) == LLAMA_WEIGHT_MATMULS
     assert q["nodes"][-1] == "lm_head"
     assert (q["lm_head"]["node"], q["lm_head"]["bits"]) == ("lm_head", 8)
-    assert q["algorithm"] == {"int8": "rtn", "int4": "searched 4-bit, rtn 8-bit"}[scheme]
-    expected = {name: 8 if scheme == "int8" or "qkv" in name or name == "lm_head" else 4 for name in q["nodes"]}
+    assert q["algorithm"] == {"int8": "rtn", "int4": "importance-weighted searched 4-bit, rtn 8-bit"}[scheme]
+    expected = {name: 8 if scheme == "int8" or name == "lm_head" else 4 for name in q["nodes"]}
     assert q["bits_by_node"] == expected
+    wide = ("lm_head", "gate_up_proj", "down_proj")  # 8-bit weights and the 4-bit MLP in blocks of 64
+    assert q["block_size_by_node"] == {n: 64 if scheme == "int8" or n.endswith(wide) else 32 for n in q["nodes"]}
+    calibration = {"source": "text sampled from the fp32 model", "seed": 0, "start_token": 0, "tokens": 128}
+    assert q.get("calibration") == (calibration if scheme == "int4" else None)  # int8 codes need no importance
 
 
 @pytest.mark.parametrize("export_fixture, scheme, max_diff", [("tiny_llama_int8", "int8", 0.05), ("tiny_llama_int4", "int4", 0.5)])
@@ -78,6 +81,9 @@ def test_other_architectures_quantize_every_weight_matmul(request, tmp_path, hf_
     m = read_manifest(folder)
     assert len(m.quantization["nodes"]) == expected
     assert m.validation[scheme]["top1_agreement"] >= 0.9  # measured against PyTorch fp32, with and without past
+    if scheme == "int4":  # calibrated on both cache layouts: GPT-2's optimum graph ("concat"), Qwen2's fused ("shared")
+        assert m.quantization["algorithm"] == "importance-weighted searched 4-bit, rtn 8-bit"
+        assert m.quantization["calibration"]["tokens"] == 128
 
 
 def test_an_untied_llama_head_is_quantized_too(tmp_path):
