@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 
-from .workloads import greedy_figures, repeat, stats
+from .workloads import batch_figures, greedy_figures, repeat, stats
 
 
 def translate(engine, inputs: dict, s: dict) -> dict:
@@ -35,24 +35,8 @@ def beam(engine, inputs: dict, s: dict) -> dict:
 
 
 def batch(engine, inputs: dict, s: dict) -> dict:
-    rows, n = inputs["batch"], s["new_tokens"]
-
-    def run() -> float:
-        start = time.perf_counter()
-        out = engine.generate(rows, n)
-        seconds = time.perf_counter() - start
-        if [len(r) for r in out] != [n] * len(rows):
-            raise RuntimeError(f"batch gave {[len(r) for r in out]} new tokens, expected {n} per row")
-        return seconds
-
-    seconds = repeat(run, s["warmup"], s["repeats"])
-    return {
-        "rows": len(rows),
-        "source_tokens": [len(r) for r in rows],
-        "new_tokens": n,
-        "seconds": stats(seconds),
-        "tokens_per_second": stats([len(rows) * n / x for x in seconds]),
-    }
+    rows = inputs["batch"]
+    return {"source_tokens": [len(r) for r in rows], **batch_figures(engine, rows, s["new_tokens"], s)}
 
 
 def agreement(engine, inputs: dict, s: dict) -> dict:

@@ -80,7 +80,11 @@ def beam(engine, inputs: dict, s: dict) -> dict:
 def batch(engine, inputs: dict, s: dict) -> dict:
     if not engine.batching:
         return {"status": "n/a", "reason": "no batched generation in this engine"}
-    rows, n = inputs["batch"], s["batch_new"]
+    return batch_figures(engine, inputs["batch"], s["batch_new"], s)
+
+
+def batch_figures(engine, rows: list[list[int]], n: int, s: dict) -> dict:
+    """Batched greedy generation of `n` tokens per row, repeated: wall time and new tokens/s."""
 
     def run() -> float:
         start = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 from memgpt_runtime.errors import ExportError
 
 from .seq2seq_graph import Seq2SeqGraphs
-from .validate import case_figures, fp32_report, quantized_report
+from .validate import case_figures, fp32_report, quantized_report, torch_logits
 
 SOURCES = (
     "translate English to German: The house is wonderful, and the garden behind it is large.",
@@ -66,19 +66,8 @@ def seq2seq_cases(tokenizer: Any, vocab_size: int, max_source_length: int, decod
 
 def seq2seq_torch_reference(model: Any, cases: list[Seq2SeqCase]) -> list[np.ndarray]:
     """PyTorch logits over each case's whole decoder input: (batch, steps, vocab) float32."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for case in cases:
-            logits = model(
-                input_ids=torch.from_numpy(case.input_ids),
-                attention_mask=torch.from_numpy(case.attention_mask),
-                decoder_input_ids=torch.from_numpy(case.decoder_input_ids),
-                use_cache=False,
-            ).logits
-            out.append(logits.float().numpy())
-    return out
+    feeds = [dict(input_ids=c.input_ids, attention_mask=c.attention_mask, decoder_input_ids=c.decoder_input_ids) for c in cases]
+    return torch_logits(model, feeds)
 
 
 def compare_seq2seq(encoder_path: Path, decoder_path: Path, graphs: Seq2SeqGraphs, cases: list[Seq2SeqCase],

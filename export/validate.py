@@ -66,19 +66,19 @@ def validation_cases(tokenizer: Any, vocab_size: int, context_length: int) -> li
 
 def torch_reference(model: Any, cases: list[Case]) -> list[np.ndarray]:
     """Full-sequence PyTorch logits per case: (batch, seq, vocab) float32."""
+    feeds = [dict(input_ids=c.input_ids, attention_mask=c.attention_mask, position_ids=c.position_ids) for c in cases]
+    return torch_logits(model, feeds)
+
+
+def torch_logits(model: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+    """PyTorch logits, (batch, seq, vocab) float32, of one forward pass without a cache per feed of numpy inputs."""
     import torch
 
-    out = []
     with torch.no_grad():
-        for case in cases:
-            logits = model(
-                input_ids=torch.from_numpy(case.input_ids),
-                attention_mask=torch.from_numpy(case.attention_mask),
-                position_ids=torch.from_numpy(case.position_ids),
-                use_cache=False,
-            ).logits
-            out.append(logits.float().numpy())
-    return out
+        return [
+            model(**{name: torch.from_numpy(array) for name, array in feed.items()}, use_cache=False).logits.float().numpy()
+            for feed in feeds
+        ]
 
 
 def compare_graph(path: Path, graph: DecoderGraph, cases: list[Case], references: list[np.ndarray]) -> dict[str, Any]:
