@@ -1,22 +1,21 @@
-"""Measure how strongly each input channel of every weight MatMul is driven, on text the model writes itself.
+"""Measure the inputs of every weight MatMul on text the model writes itself: their Gram matrices X^T X / positions.
 
-The int4 quantizer weighs each weight's rounding error by the mean square of the activation that multiplies it
-(the diagonal "importance matrix" of llama.cpp's imatrix quantization). This file gets those mean squares by
-running the fp32 graph with onnxruntime, the input of every weight MatMul added as a graph output: it samples
-CALIBRATION_TOKENS tokens from the model (temperature 1, a seeded generator, starting from token id 0),
-re-running the whole prefix with an empty cache at every step so no cache bookkeeping is needed (about 10 s for
-SmolLM2-135M), then runs that text once more and averages the squares over its positions. No tokenizer or data
-file is needed. A fused graph computes its LM head at the last position only, so the head's figure comes from
-one position (the int4 scheme keeps the head at 8 bits, round-to-nearest, and does not use it).
+The int4 quantizer weighs each layer weight's rounding error by the mean square of the activation it multiplies
+(the diagonal of the Gram matrix: the "importance matrix" of llama.cpp's imatrix quantization) and rounds the LM
+head with GPTQ (`gptq.py`), which needs the whole (K, K) matrix. This file gets them by running the fp32 graph
+with onnxruntime, the input of every weight MatMul added as a graph output: it samples CALIBRATION_SEQUENCES
+texts of CALIBRATION_TOKENS tokens together, one token per step with the graph's own KV cache (temperature 1, a
+seeded generator, every text starting from token id 0), and sums x x^T over every position of every text, the
+LM head's input included (a fused graph computes the head at the newest position only, which with one token
+per step is every position). About 40 s for SmolLM2-135M; no tokenizer or data file is needed.
 
 Only a decoder graph with `logits`, `past_*` cache inputs and the input names of this project's two layouts
 (memgpt_runtime/manifest.py, GraphSpec and KVCacheSpec) is run; any other graph (an encoder, a
-cross-attention decoder) or one too large to hand to onnxruntime in memory gets no importance, and the quantizer
-falls back to unweighted errors. Perplexity of SmolLM2-135M (benchmarks/data/english.txt, fp32 26.505), all
-layer weights 4-bit in blocks of 32 and the LM head 8-bit: unweighted 29.63; weighted by this file's 128 tokens
-27.32. The source of the text matters little as long as it is text: weights from 513 tokens sampled by PyTorch
-gave 27.57, from the 29 tokens of two English prompts 27.33, from 2,048 random token ids 28.27. This file does
-not quantize.
+cross-attention decoder) or one too large to hand to onnxruntime in memory gets nothing, and the quantizer
+falls back to unweighted codes. How much text: perplexity of SmolLM2-135M (benchmarks/data/english.txt, fp32
+26.505) with the layers as in quantize.py and only the 4-bit LM head changing: GPTQ on 512 positions 28.79, on
+2,048 positions 28.28 (with damping 0.01; importance-weighted search 28.67 and 28.89). GPTQ shapes each error
+to the calibration's activations, so it needs text enough to span them. This file does not quantize.
 """
 
 from __future__ import annotations
@@ -25,21 +24,24 @@ from typing import Any
 
 import numpy as np
 
-CALIBRATION_TOKENS = 128
+CALIBRATION_SEQUENCES = 16
+CALIBRATION_TOKENS = 128  # per sequence, the start token included
 SEED = 0
 START_TOKEN = 0
 PROTOBUF_LIMIT = 2**31 - 1  # bytes; onnxruntime takes an in-memory model only below this
+FOLD_EVERY = 32  # steps of activations kept before they are folded into the Gram matrices (memory against speed)
 
 
-def input_importance(proto: Any, nodes: list[str], ids: list[int] | None = None, tokens: int = CALIBRATION_TOKENS,
-                     seed: int = SEED) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
-    """Per node in `nodes`: (K,) mean square of its input over the calibration text; and a manifest note.
+def input_grams(proto: Any, nodes: list[str], ids: list[int] | None = None, tokens: int = CALIBRATION_TOKENS,
+                sequences: int = CALIBRATION_SEQUENCES, seed: int = SEED) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+    """Per node in `nodes`: the (K, K) float64 X^T X / positions of its input over the calibration text; a note.
 
-    The text is `ids` if given, else `tokens` ids sampled from the graph with `seed`. Returns ({}, a note saying
-    why) for a graph this file cannot run. The proto is left as it was.
+    The text is `ids` (one sequence, read as given) if given, else `sequences` texts of `tokens` ids sampled from
+    the graph with `seed`. Returns ({}, a note saying why) for a graph this file cannot run. The proto is left
+    as it was.
     """
-    feeds = _prefill_feeds(proto)
-    if feeds is None:
+    cache = _cache_protocol(proto)
+    if cache is None:
         return {}, {"source": "none (not a decoder graph with a KV cache): unweighted errors"}
     if proto.ByteSize() > PROTOBUF_LIMIT:
         return {}, {"source": "none (graph above 2GB): unweighted errors"}
@@ -47,28 +49,75 @@ def input_importance(proto: Any, nodes: list[str], ids: list[int] | None = None,
     by_node = {n.name: n.input[0] for n in proto.graph.node if n.name in wanted}
     tensors = sorted(set(by_node.values()))
     session = _session_with_outputs(proto, tensors)
-    note: dict[str, Any] = {"source": "given token ids"}
-    if ids is None:
-        ids = sample_text(session, feeds, tokens, np.random.default_rng(seed))
-        note = {"source": "text sampled from the fp32 model", "seed": seed, "start_token": START_TOKEN}
-    values = session.run(tensors, feeds(list(ids)))
-    importance = {}
-    for node, tensor in by_node.items():
-        x = values[tensors.index(tensor)]
-        x = x.reshape(-1, x.shape[-1]).astype(np.float64)  # (positions, K)
-        importance[node] = (x * x).mean(axis=0)
-    return importance, {**note, "tokens": len(ids)}
+    if ids is not None:
+        text = np.array([ids], np.int64)  # (1, length): read, not sampled
+        note: dict[str, Any] = {"source": "given token ids", "tokens": len(ids)}
+    else:
+        text = np.full((sequences, tokens), START_TOKEN, np.int64)  # (rows, length), filled as we sample
+        note = {"source": "text sampled from the fp32 model", "seed": seed, "start_token": START_TOKEN,
+                "sequences": sequences, "tokens": sequences * tokens}  # fmt: skip
+    grams = _run_text(session, cache, text, tensors, None if ids is not None else np.random.default_rng(seed))
+    return {node: grams[tensor] for node, tensor in by_node.items()}, note
 
 
-def sample_text(session: Any, feeds: Any, tokens: int, rng: np.random.Generator) -> list[int]:
-    """`tokens` ids sampled at temperature 1 from the graph, starting from START_TOKEN."""
-    ids = [START_TOKEN]
-    while len(ids) < tokens:
-        (logits,) = session.run(["logits"], feeds(ids))
-        last = logits.reshape(-1, logits.shape[-1])[-1].astype(np.float64)  # (vocab,): the last position's logits
-        p = np.exp(last - last.max())
-        ids.append(int(rng.choice(len(p), p=p / p.sum())))
-    return ids
+def _run_text(session: Any, cache: "_CacheProtocol", text: np.ndarray, tensors: list[str],
+              rng: np.random.Generator | None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Step through `text` (rows, length) one token per row at a time, sampling position t + 1 when `rng` is given.
+
+    Returns the Gram matrix of each of `tensors` over every position of every row.
+    """
+    rows, length = text.shape
+    pasts = cache.empty(rows, length)
+    sums: dict[str, np.ndarray] = {}
+    pending: dict[str, list[np.ndarray]] = {name: [] for name in tensors}
+    for t in range(length):
+        values = session.run(["logits", *cache.presents, *tensors], {**cache.feeds(text[:, t : t + 1], t), **pasts})
+        logits, presents, seen = values[0], values[1 : 1 + len(cache.presents)], values[1 + len(cache.presents) :]
+        pasts = dict(zip(cache.pasts, presents))
+        for name, x in zip(tensors, seen):
+            pending[name].append(x.reshape(-1, x.shape[-1]))  # (rows, K): this step's input of the node
+        if (t + 1) % FOLD_EVERY == 0 or t + 1 == length:
+            for name in tensors:
+                x = np.concatenate(pending[name]).astype(np.float32)  # (positions, K)
+                sums[name] = sums.get(name, 0.0) + (x.T @ x).astype(np.float64)  # float32 products: twice as fast
+                pending[name] = []
+        if rng is not None and t + 1 < length:
+            last = logits.reshape(rows, -1, logits.shape[-1])[:, -1].astype(np.float64)  # (rows, vocab)
+            p = np.exp(last - last.max(axis=1, keepdims=True))
+            text[:, t + 1] = [rng.choice(p.shape[1], p=row / row.sum()) for row in p]
+    return {name: total / (rows * length) for name, total in sums.items()}
+
+
+class _CacheProtocol:
+    """How to feed one step of a decoder graph with a KV cache: the names and shapes of its two layouts.
+
+    "shared" (seqlens_k present, the fused graphs): past and present are (batch, kv_heads, capacity, head_size)
+    buffers of the same shape, the step's position given by seqlens_k; "concat" (optimum graphs): present is
+    past plus the new position, the position given by attention_mask and position_ids.
+    """
+
+    def __init__(self, inputs: dict[str, Any], dims: dict[str, list[int | None]], dtypes: dict[str, Any]):
+        self.inputs, self.dims, self.dtypes = inputs, dims, dtypes
+        self.shared = "seqlens_k" in inputs
+        self.pasts = [name for name in inputs if name.startswith("past")]
+        self.presents = [name.replace("past_key_values", "present") for name in self.pasts]
+
+    def empty(self, rows: int, length: int) -> dict[str, np.ndarray]:
+        return {name: np.zeros((rows, self.dims[name][1], length if self.shared else 0, self.dims[name][3]),
+                               self.dtypes[name]) for name in self.pasts}  # fmt: skip
+
+    def feeds(self, ids: np.ndarray, t: int) -> dict[str, np.ndarray]:
+        """Feeds (caches aside) of one step: (rows, 1) ids at position t."""
+        rows = ids.shape[0]
+        values = {
+            "input_ids": ids,
+            "attention_mask": np.ones((rows, t + 1)),
+            "position_ids": np.full((rows, 1), t),
+            "seqlens_k": np.full(rows, t),
+            "total_sequence_length": np.array(t + 1),
+            "last_index": np.zeros(rows),
+        }
+        return {name: values[name].astype(self.dtypes[name]) for name in self.inputs if name in values}
 
 
 def _session_with_outputs(proto: Any, tensors: list[str]) -> Any:
@@ -92,41 +141,22 @@ def _session(proto: Any) -> Any:
                                 providers=["CPUExecutionProvider"])  # fmt: skip
 
 
-def _prefill_feeds(proto: Any) -> Any:
-    """A function ids -> the feeds of one prefill of (1, len(ids)) with an empty cache; None if unsure how.
-
-    "shared" layout (seqlens_k present): the cache inputs are (batch, kv_heads, capacity, head_size) buffers;
-    "concat" layout: (batch, kv_heads, past_len, head_size) with past_len 0.
-    """
+def _cache_protocol(proto: Any) -> _CacheProtocol | None:
+    """The step protocol of a decoder graph with a KV cache in one of this project's layouts; None if unsure."""
     from onnx import helper
 
     inputs = {i.name: i.type.tensor_type for i in proto.graph.input}
-    if "logits" not in {o.name for o in proto.graph.output} or "input_ids" not in inputs:
+    outputs = {o.name for o in proto.graph.output}
+    if "logits" not in outputs or "input_ids" not in inputs:
         return None
-    shared = "seqlens_k" in inputs
     caches = [name for name in inputs if name.startswith("past")]
     known = {"input_ids", "attention_mask", "position_ids", "seqlens_k", "total_sequence_length", "last_index"}
     if not caches or any(name not in known and name not in caches for name in inputs):
         return None
+    if any(name.replace("past_key_values", "present") not in outputs for name in caches):
+        return None
     dims = {name: [d.dim_value if d.HasField("dim_value") else None for d in inputs[name].shape.dim] for name in caches}
     if any(len(d) != 4 or d[1] is None or d[3] is None for d in dims.values()):
         return None
-    dtype = {name: helper.tensor_dtype_to_np_dtype(t.elem_type) for name, t in inputs.items()}
-
-    def feeds(ids: list[int]) -> dict[str, np.ndarray]:
-        n = len(ids)
-        values = {
-            "input_ids": np.array([ids]),
-            "attention_mask": np.ones((1, n)),
-            "position_ids": np.arange(n)[None, :],
-            "seqlens_k": np.array([n - 1]),
-            "total_sequence_length": np.array(n),
-            "last_index": np.array([n - 1]),
-        }
-        out = {name: values[name].astype(dtype[name]) for name in inputs if name in values}
-        for name in caches:
-            _, heads, _, size = dims[name]
-            out[name] = np.zeros((1, heads, n if shared else 0, size), dtype[name])
-        return out
-
-    return feeds
+    dtypes = {name: helper.tensor_dtype_to_np_dtype(t.elem_type) for name, t in inputs.items()}
+    return _CacheProtocol(inputs, dims, dtypes)

@@ -3,7 +3,7 @@
 `int8` and `int4` replace each MatMul whose weight is a constant (K, N) matrix by a `com.microsoft.MatMulNBits`
 node holding the weight in blocks of 32 or 64 along K (`block_size_for`), each with its own scale and integer
 zero point (`blockwise.py`), computed with int8 activations (accuracy_level 4, onnxruntime's fast path); `int4`
-first measures how strongly each weight's input channels are driven (`calibrate.py`) to weigh its rounding.
+first measures the inputs of every weight on text the model writes itself (`calibrate.py`) to guide its rounding.
 A tied LM head often reaches its MatMul through `Transpose(embedding)` or a `Gemm` with transB, which the stock
 quantizer skips; we first fold those into a constant so the head is quantized too. Embedding tables become 8-bit
 `GatherBlockQuantized` lookups, which quarters the largest tensor of a small model's memory. This file does not
@@ -11,21 +11,27 @@ validate accuracy (validate.py measures it).
 
 Which bits where (perplexity of SmolLM2-135M-Instruct, read from its Q4_1 GGUF, on benchmarks/data/english.txt,
 1,294 tokens; fp32 26.505; decode speed in alternating A/B runs, 2 threads). `int8`: round-to-nearest everywhere,
-26.592 (+0.3%); blocks of 32 instead of 64 give 26.509 but decode ~12% slower. `int4`: every layer MatMul at
-4 bits, its codes searched to minimise the rounding error weighted by the importance of each input channel
-(calibrate.py: the mean square of the activation it multiplies, on 128 tokens the fp32 model writes itself); the
-MLP (gate|up and down projections, three quarters of a layer's weights) in blocks of 64, the attention in blocks
-of 32; the LM head at 8 bits: 27.97 (+5.5%). Measured alternatives (perplexity; decode speed against this scheme,
-ranges over 2-3 A/B runs; onnxruntime-genai int4 ran at ~0.93-1.0x of this scheme in the same runs):
-  previous scheme (unweighted 4-bit, q|k|v and head 8-bit)   27.93 (+5.4%)   ~0.85-0.88x
+26.592 (+0.3%); blocks of 32 instead of 64 give 26.509 but decode ~12% slower. `int4`: every weight at 4 bits.
+The layers' codes are searched to minimise the rounding error weighted by the importance of each input channel
+(the mean square of the activation it multiplies, the diagonal of calibrate.py's Gram matrices), the MLP (gate|up
+and down projections, three quarters of a layer's weights) in blocks of 64, the attention in blocks of 32; the
+LM head is rounded by GPTQ (gptq.py) in blocks of 32: 28.73 (+8.4%). The head is the largest single weight (a
+fifth of the multiply-adds of a decode step); at 4 bits a step reads half its bytes: decode 1.04x the same scheme
+with an 8-bit round-to-nearest head (28.10, +6.0%), and onnxruntime-genai int4 ran at 0.98x of that one in the same
+A/B. Measured alternatives (perplexity; decode speed against the 8-bit-head scheme, ranges over 2-3 A/B runs):
+  GPTQ head in blocks of 64                                  29.21 (+10.2%)  1.08x
+  importance-weighted searched 4-bit head (no GPTQ)          28.89 (+9.0%)
+  GPTQ on every weight (damping 0.01 or 0.3)                 31.4, 31.3: GPTQ fits the calibration text's
+                                                             activations too closely (gptq.py)
+  unweighted 4-bit, q|k|v and head 8-bit                     27.93 (+5.4%)   ~0.85-0.88x
   unweighted 4-bit, head 8-bit                               29.63 (+11.8%)
-  weighted, all blocks of 32                                 27.32 (+3.1%)   ~0.90-0.96x
-  weighted, only gate|up in blocks of 64                     27.69 (+4.5%)   ~0.92-0.99x
-  weighted, all blocks of 64                                 28.47 (+7.4%)   ~1.05-1.06x
-  weighted, blocks of 32, LM head 4-bit                      28.99 (+9.4%)   ~0.95-1.0x
-  weighted, blocks of 32, q|k|v 8-bit                        27.34 (+3.2%)   (7 MB more weights, ~25 MB more RSS)
-On two other texts (GPL-3 prose, the vim manual) the chosen scheme loses 12.1% and 7.6% (previous 15.9%, 6.9%;
-all blocks of 32 7.8%, 2.1%; all blocks of 64 13.8%, 11.7%). A graph the calibration cannot run (an encoder,
+  weighted, all blocks of 32, head 8-bit                     27.32 (+3.1%)   ~0.90-0.96x
+  weighted, only gate|up in blocks of 64, head 8-bit         27.69 (+4.5%)   ~0.92-0.99x
+  weighted, all blocks of 64, head 8-bit                     28.47 (+7.4%)   ~1.05-1.06x
+  weighted, blocks of 32, q|k|v 8-bit, head 8-bit            27.34 (+3.2%)   (7 MB more weights, ~25 MB more RSS)
+(the rows from "unweighted" down were measured with importance from 128 calibration tokens instead of 2,048.)
+On two other texts (GPL-3 prose, the vim manual) the 8-bit-head scheme lost 12.1% and 7.6% (the unweighted one
+15.9%, 6.9%; all blocks of 32 7.8%, 2.1%; all blocks of 64 13.8%, 11.7%). A graph the calibration cannot run (an encoder,
 a cross-attention decoder) keeps the unweighted scheme, all blocks of 32 and its attention input projections at
 8 bits, as llama.cpp keeps sensitive tensors at higher precision in its mixed schemes. The GGUF's weights lie
 on Q4_1 grids, which an exact 4-bit copy would need float zero points for; onnxruntime's MatMulNBits runs those
@@ -42,7 +48,8 @@ import numpy as np
 from memgpt_runtime.errors import ExportError
 
 from .blockwise import quantize as quantize_weight
-from .calibrate import input_importance
+from .calibrate import input_grams
+from .gptq import gptq
 
 SCHEMES = ("fp32", "int8", "int4")
 BLOCK_SIZE = 32
@@ -78,9 +85,9 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
     split_gemms(proto)
     targets = weight_matmuls(proto)
     head = lm_head(proto)
-    importance, calibration = input_importance(proto, targets) if scheme == "int4" else ({}, None)
-    plan = {name: bits_for(name, head, scheme, name in importance) for name in targets}  # node -> (bits, method)
-    blocks = _replace_with_matmul_nbits(proto, plan, importance)
+    grams, calibration = input_grams(proto, targets) if scheme == "int4" else ({}, None)
+    plan = {name: bits_for(name, head, scheme, name in grams) for name in targets}  # node -> (bits, method)
+    blocks = _replace_with_matmul_nbits(proto, plan, grams)
     tables = _quantize_embeddings(proto)
     left = weight_matmuls(proto)
     done = sum(1 for n in proto.graph.node if n.op_type == "MatMulNBits")
@@ -89,12 +96,11 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
             f"{scheme} quantization left {len(left)} float weight MatMul(s) (e.g. {left[:1]}) and made {done} of "
             f"{len(targets)} MatMulNBits; this graph is not supported by the quantizer"
         )
-    weighted = "importance-weighted " if any(n in importance for n, (bits, _) in plan.items() if bits == 4) else ""
     description = {
         "scheme": scheme,
         "method": "MatMulNBits, weight-only, blockwise along K, integer zero points",
         "bits": 8 if scheme == "int8" else 4,
-        "algorithm": "rtn" if scheme == "int8" else f"{weighted}searched 4-bit, rtn 8-bit",
+        "algorithm": _algorithm(plan, head),
         "symmetric": False,
         "accuracy_level": ACCURACY_LEVEL,
         "block_size": BLOCK_SIZE,
@@ -111,15 +117,30 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
 
 
 def bits_for(node: str, head: str, scheme: str, calibrated: bool = False) -> tuple[int, str]:
-    """(bits, method) for one weight MatMul under `scheme`; `calibrated`: its input's importance was measured.
+    """(bits, method) for one weight MatMul under `scheme`; `calibrated`: its input's Gram matrix was measured.
 
     See the module docstring for the measurements behind the choice.
     """
-    if scheme == "int8" or node == head:
+    if scheme == "int8":
         return 8, "rtn"
-    if not calibrated and any(part in node for part in EIGHT_BIT_UNCALIBRATED):
+    if calibrated:
+        return 4, "gptq" if node == head else "weighted"
+    if node == head or any(part in node for part in EIGHT_BIT_UNCALIBRATED):
         return 8, "rtn"
     return 4, "searched"
+
+
+METHOD_NAMES = {"rtn": "rtn", "searched": "searched", "weighted": "importance-weighted searched", "gptq": "GPTQ"}
+
+
+def _algorithm(plan: dict[str, tuple[int, str]], head: str) -> str:
+    """The manifest's one-line summary of `plan`, e.g. "importance-weighted searched 4-bit, GPTQ 4-bit head"."""
+    layers = dict.fromkeys(choice for name, choice in plan.items() if name != head)
+    parts = [f"{METHOD_NAMES[method]} {bits}-bit" for bits, method in layers]
+    if head in plan and plan[head] not in layers:
+        bits, method = plan[head]
+        parts.append(f"{METHOD_NAMES[method]} {bits}-bit head")
+    return ", ".join(parts)
 
 
 def block_size_for(bits: int, k: int, node: str = "", calibrated: bool = False) -> int:
@@ -145,9 +166,9 @@ def lm_head(proto: Any) -> str:
     return heads[-1] if heads else targets[-1]
 
 
-def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], importance: dict[str, np.ndarray]
+def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], grams: dict[str, np.ndarray]
                                ) -> dict[str, int]:  # fmt: skip
-    """Swap each planned MatMul for a MatMulNBits node; `importance` (K,) per node weighs searched codes.
+    """Swap each planned MatMul for a MatMulNBits node; `grams` (K, K) per node drive the GPTQ ones.
 
     Returns the block size chosen for each node.
     """
@@ -161,8 +182,14 @@ def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], imp
             return None
         bits, method = plan[node.name]
         weight = numpy_helper.to_array(inits[node.input[1]])  # (K, N)
-        block = blocks[node.name] = block_size_for(bits, weight.shape[0], node.name, node.name in importance)
-        q = quantize_weight(np.ascontiguousarray(weight.T), bits, block, method, importance.get(node.name))
+        block = blocks[node.name] = block_size_for(bits, weight.shape[0], node.name, node.name in grams)
+        w = np.ascontiguousarray(weight.T)  # (N, K)
+        if method == "gptq" and w.shape[1] % block == 0:
+            q = gptq(w, grams[node.name], bits, block)
+        elif method in ("gptq", "weighted"):  # searched codes, each channel weighed by its mean square activation
+            q = quantize_weight(w, bits, block, "searched", np.diag(grams[node.name]))
+        else:
+            q = quantize_weight(w, bits, block, method)
         prefix = f"{node.input[1]}_Q{bits}"
         new = helper.make_node(
             "MatMulNBits", [node.input[0], prefix, f"{prefix}_scales", f"{prefix}_zero_points"], list(node.output),

@@ -58,15 +58,9 @@ def ban_eos(scores: np.ndarray, eos_ids: tuple[int, ...]) -> np.ndarray:
 
 
 def min_length(ids: np.ndarray, scores: np.ndarray, length: int, eos_ids: tuple[int, ...]) -> np.ndarray:
-    """Ban EOS while the sequence, prompt included, is shorter than `length` (`MinLengthLogitsProcessor`)."""
+    """Ban EOS while the sequence, prompt included, is shorter than `length` (`MinLengthLogitsProcessor`, and
+    `MinNewTokensLengthLogitsProcessor` with `length` = prompt + min_new_tokens)."""
     return ban_eos(scores, eos_ids) if ids.shape[1] < length else scores
-
-
-def min_new_tokens(
-    ids: np.ndarray, scores: np.ndarray, prompt_length: int, count: int, eos_ids: tuple[int, ...]
-) -> np.ndarray:
-    """Ban EOS until `count` tokens follow the (padded) prompt (`MinNewTokensLengthLogitsProcessor`)."""
-    return ban_eos(scores, eos_ids) if ids.shape[1] - prompt_length < count else scores
 
 
 def bad_words(ids: np.ndarray, scores: np.ndarray, words: tuple[tuple[int, ...], ...]) -> np.ndarray:
@@ -164,12 +158,11 @@ def build_processors(config: GenerationConfig, prompt_length: int) -> list[Proce
             chain.append(partial(bad_words, words=words))
     if eos:
         # subtle: transformers' `_prepare_generated_length` replaces min_length by prompt + min_new_tokens when
-        # min_new_tokens is given, then also adds MinNewTokensLengthLogitsProcessor; both ban the same ids.
+        # min_new_tokens is given, then also adds MinNewTokensLengthLogitsProcessor, which bans the same ids at
+        # the same steps; one processor does both
         minimum = config.min_total_length(prompt_length)
         if minimum > 0:
             chain.append(partial(min_length, length=minimum, eos_ids=eos))
-        if config.min_new_tokens > 0:
-            chain.append(partial(min_new_tokens, prompt_length=prompt_length, count=config.min_new_tokens, eos_ids=eos))
     if config.forced_bos_token_id is not None:
         chain.append(partial(forced_token, at_length=1, tokens=(config.forced_bos_token_id,)))
     if config.forced_eos_token_id is not None:

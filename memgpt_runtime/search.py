@@ -97,7 +97,7 @@ def _greedy_or_sample(
         if on_tokens is not None:
             on_tokens(tokens.copy())
         if len(eos):
-            unfinished &= ~np.isin(tokens, eos)
+            unfinished &= (tokens[:, None] != eos).all(axis=1)  # not np.isin: ~10x its cost on a cold cache
         if cur_len >= max_length or not unfinished.any():
             break
         logits = state.step(tokens)

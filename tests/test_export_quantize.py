@@ -25,10 +25,10 @@ def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture,
     assert weight_matmuls(graph) == []  # no MatMul/Gemm with a float constant weight left
     assert len(nbits) == LLAMA_WEIGHT_MATMULS
     bits_of = {n.name: a.i for n in nbits for a in n.attribute if a.name == "bits"}
-    assert bits_of.pop("lm_head_Q8") == 8  # the tied head is quantized too, at 8 bits for int4 as well
+    assert bits_of.pop(f"lm_head_Q{bits}") == bits  # the tied head is quantized too (int4: rounded by GPTQ)
     assert set(bits_of.values()) == {bits}  # int4: q|k|v too, now that its codes are importance-weighted
     blocks = {n.name: a.i for n in nbits for a in n.attribute if a.name == "block_size"}
-    wide = ("lm_head_Q8", "gate_up_proj_Q4", "down_proj_Q4")  # 8-bit weights and the 4-bit MLP
+    wide = ("gate_up_proj_Q4", "down_proj_Q4")  # the 4-bit MLP (8-bit weights: all of them)
     assert blocks == {name: 64 if name.endswith(wide) or bits == 8 else 32 for name in blocks}
     assert {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"} == {4}
     tables = [n for n in graph.graph.node if n.op_type in ("Gather", "GatherBlockQuantized")]
@@ -41,14 +41,14 @@ def test_manifest_lists_the_quantized_nodes(request, export_fixture, scheme, bit
     assert (q["scheme"], q["bits"], q["block_size"]) == (scheme, bits, 32)
     assert len(q["nodes"]) == LLAMA_WEIGHT_MATMULS
     assert q["nodes"][-1] == "lm_head"
-    assert (q["lm_head"]["node"], q["lm_head"]["bits"]) == ("lm_head", 8)
-    assert q["algorithm"] == {"int8": "rtn", "int4": "importance-weighted searched 4-bit, rtn 8-bit"}[scheme]
-    expected = {name: 8 if scheme == "int8" or name == "lm_head" else 4 for name in q["nodes"]}
-    assert q["bits_by_node"] == expected
-    wide = ("lm_head", "gate_up_proj", "down_proj")  # 8-bit weights and the 4-bit MLP in blocks of 64
+    assert (q["lm_head"]["node"], q["lm_head"]["bits"]) == ("lm_head", bits)
+    assert q["algorithm"] == {"int8": "rtn 8-bit", "int4": "importance-weighted searched 4-bit, GPTQ 4-bit head"}[scheme]
+    assert q["bits_by_node"] == {name: bits for name in q["nodes"]}
+    wide = ("gate_up_proj", "down_proj")  # the 4-bit MLP in blocks of 64 (8-bit weights: all of them)
     assert q["block_size_by_node"] == {n: 64 if scheme == "int8" or n.endswith(wide) else 32 for n in q["nodes"]}
-    calibration = {"source": "text sampled from the fp32 model", "seed": 0, "start_token": 0, "tokens": 128}
-    assert q.get("calibration") == (calibration if scheme == "int4" else None)  # int8 codes need no importance
+    calibration = {"source": "text sampled from the fp32 model", "seed": 0, "start_token": 0, "sequences": 16,
+                   "tokens": 2048}  # fmt: skip
+    assert q.get("calibration") == (calibration if scheme == "int4" else None)  # int8 codes need no calibration
 
 
 @pytest.mark.parametrize("export_fixture, scheme, max_diff", [("tiny_llama_int8", "int8", 0.05), ("tiny_llama_int4", "int4", 0.5)])
@@ -82,8 +82,8 @@ def test_other_architectures_quantize_every_weight_matmul(request, tmp_path, hf_
     assert len(m.quantization["nodes"]) == expected
     assert m.validation[scheme]["top1_agreement"] >= 0.9  # measured against PyTorch fp32, with and without past
     if scheme == "int4":  # calibrated on both cache layouts: GPT-2's optimum graph ("concat"), Qwen2's fused ("shared")
-        assert m.quantization["algorithm"] == "importance-weighted searched 4-bit, rtn 8-bit"
-        assert m.quantization["calibration"]["tokens"] == 128
+        assert m.quantization["algorithm"] == "importance-weighted searched 4-bit, GPTQ 4-bit head"
+        assert m.quantization["calibration"]["tokens"] == 2048
 
 
 def test_an_untied_llama_head_is_quantized_too(tmp_path):

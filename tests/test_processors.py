@@ -62,10 +62,10 @@ def test_min_length(length, banned):
 
 
 @pytest.mark.parametrize("prompt_length, count", [(10, 2), (10, 3), (4, 9), (4, 8)])
-def test_min_new_tokens(prompt_length, count):
+def test_min_new_tokens_is_min_length_at_prompt_plus_count(prompt_length, count):
     ids, scores = random_case(1)
     expected = theirs(hf.MinNewTokensLengthLogitsProcessor(prompt_length, count, [0]), ids, scores)
-    np.testing.assert_array_equal(P.min_new_tokens(ids, scores, prompt_length, count, (0,)), expected)
+    np.testing.assert_array_equal(P.min_length(ids, scores, prompt_length + count, (0,)), expected)
 
 
 @pytest.mark.parametrize("value", [0.3, 0.7, 1.5])
@@ -168,7 +168,7 @@ def processor_names(config: GenerationConfig, prompt_length: int = 4) -> list[st
         (
             dict(do_sample=True, temperature=0.5, top_p=0.9, repetition_penalty=1.1, no_repeat_ngram_size=2,
                  min_new_tokens=3, eos_token_id=2),
-            ["repetition_penalty", "no_repeat_ngram", "min_length", "min_new_tokens", "temperature", "top_k", "top_p"],
+            ["repetition_penalty", "no_repeat_ngram", "min_length", "temperature", "top_k", "top_p"],
         ),
         (dict(num_beams=3, temperature=0.5, top_p=0.9, top_k=5), []),  # warpers only when sampling
         (dict(min_length=5), []),  # no EOS, nothing to ban
