@@ -85,6 +85,11 @@ def markdown(result: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _agreement_cells(quality: dict) -> list[str]:
+    """The greedy-agreement columns (prefix, positions) of one engine's quality results, "–" when not measured."""
+    return [f"{quality[key]:.1%}" if key in quality else "–" for key in ("agreement_prefix", "agreement_positions")]
+
+
 def _memory_cells(e: dict) -> list[str]:
     """precision, load s, RSS after load, peak RSS, size on disk."""
     size = f"{e['size_mb']:.1f}" if e["size_mb"] < 10 else f"{e['size_mb']:.0f}"
@@ -134,9 +139,7 @@ def _decoder_only(result: dict) -> list[str]:
         q = e.get("quality") or {}
         ppl = f"{q['perplexity']:.3f}" if "perplexity" in q else ("failed: " + str(q.get("error")) if q.get("status") == "failed" else "–")
         rows.append([
-            name, *_memory_cells(e), ppl,
-            f"{q['agreement_prefix']:.1%}" if "agreement_prefix" in q else "–",
-            f"{q['agreement_positions']:.1%}" if "agreement_positions" in q else "–",
+            name, *_memory_cells(e), ppl, *_agreement_cells(q),
         ])  # fmt: skip
     out += _table(header, rows)
     if _not_run(engines):
@@ -191,9 +194,7 @@ def seq2seq_section(result: dict) -> list[str]:
         q = e.get("quality") or {}
         identical = f"{q['identical']}/{len(q['continuations'])}" if "identical" in q else "–"
         rows.append([
-            name, *_memory_cells(e), identical,
-            f"{q['agreement_prefix']:.1%}" if "agreement_prefix" in q else "–",
-            f"{q['agreement_positions']:.1%}" if "agreement_positions" in q else "–",
+            name, *_memory_cells(e), identical, *_agreement_cells(q),
         ])  # fmt: skip
     out += _table(header, rows)
     if _not_run(engines):
