@@ -1,11 +1,11 @@
 """Run the encoder-decoder part of the suite: a Marian translation model, PyTorch against memgpt fp32/int8/int4.
 
 The model has random weights (fixed seed) at Helsinki-NLP/opus-mt-en-de's shape (models.build_marian), or with
---quick the tests' tiny Marian: the text is meaningless, the timings are real. As in suite.py, each engine runs
-alone in its own worker (`python -m benchmarks.worker`, job "seq2seq") with the same threads and the same source
-ids, tokenized once by the memgpt fp32 folder's tokenizer; every engine generates exactly `new_tokens` tokens
-(end of sequence banned until then). One process per engine does the timed workloads (seq2seq_workloads.py) and
-then the untimed greedy continuations, compared here with PyTorch's. Only PyTorch and memgpt take part: the other
+--quick the tests' tiny Marian: the text is meaningless, the timings are real. As in suite.py, each engine has its
+own worker (`python -m benchmarks.worker --serve`, job "seq2seq") with the same threads and the same source ids,
+tokenized once by the memgpt fp32 folder's tokenizer, and the engines take turns (interleave.py); every engine
+generates exactly `new_tokens` tokens (end of sequence banned until then). Each worker does the timed workloads
+(seq2seq_workloads.py), then the untimed greedy continuations, compared here with PyTorch's. Only PyTorch and memgpt take part: the other
 engines of the suite have no encoder-decoder path here. A failure to build the model makes the part "failed"
 rather than stopping the suite. Writing the tables is report.py's job.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import models, prompts
+from . import interleave, models, prompts, seq2seq_workloads
 from .engines import BASELINE, EngineSpec, missing_module
-from .suite import add_agreement, build_folder, run_worker, say
+from .suite import add_agreement, build_folder, say
 
 DEFAULT_SETTINGS = {
     "model": "marian", "repeats": 3, "warmup": 1, "new_tokens": 64, "beams": 4, "batch_size": 8,
@@ -50,8 +50,7 @@ def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec
     lm = mr.load(fp32, threads=threads)
     inputs = prompts.make_seq2seq_inputs(lm.tokenizer, settings)
     base_spec = {"threads": threads, "settings": settings, "inputs": inputs, "pad_id": lm.manifest.tokens.pad_token_id,
-                 "eos_ids": list(lm.manifest.tokens.eos_token_ids), "job": "seq2seq",
-                 "workloads": WORKLOADS + (["agreement"] if quality else [])}  # fmt: skip
+                 "eos_ids": list(lm.manifest.tokens.eos_token_ids), "job": "seq2seq"}  # fmt: skip
     results: dict[str, dict] = {}
     runnable: list[tuple[EngineSpec, dict]] = []
     for engine in [e for e in engines if e.adapter in ADAPTERS]:
@@ -69,9 +68,12 @@ def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec
                                   "folder": str(built), "model_path": str(built)}))  # fmt: skip
     build_seconds = time.perf_counter() - began
     timed_began = time.perf_counter()
-    for engine, spec in runnable:
-        say(f"{engine.name}: encoder-decoder ...")
-        entry = {**results[engine.name], **run_worker(spec, settings["timeout"], log_dir, engine)}
+    say("encoder-decoder part ...")
+    names = WORKLOADS + (["agreement"] if quality else [])
+    ran = interleave.run({engine.name: spec for engine, spec in runnable}, seq2seq_workloads.WORKLOADS, names,
+                         settings, log_dir, say)  # fmt: skip
+    for engine, _ in runnable:
+        entry = {**results[engine.name], **ran[engine.name]}
         continuations = (entry.get("workloads") or {}).pop("agreement", None)
         if continuations:
             entry["quality"] = continuations

@@ -1,9 +1,10 @@
-"""Run a suite: build (or reuse) the model folders, run every engine in its own worker, collect one result dict.
+"""Run a suite: build (or reuse) the model folders, run every engine in its own workers, collect one result dict.
 
-Engines run one after another, never two at once, each as `python -m benchmarks.worker` with the same
-threads and the same token ids: first a "speed" process (load + workloads (a)-(e)), then a "quality" process
-(perplexity + greedy continuations), so the speed process's peak memory is not the quality job's.
-Agreement with PyTorch is computed here from the continuations. Writing the outputs is report.py's job.
+Every engine gets the same threads and the same token ids. The timed workloads (a)-(e) run in one "speed" worker
+per engine, all kept alive, the engines taking turns workload by workload and round by round (interleave.py), never
+two at once. Then each engine alone runs a "quality" process (perplexity + greedy continuations), so the speed
+process's peak memory is not the quality job's. Agreement with PyTorch is computed here from the continuations.
+Writing the outputs is report.py's job.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import models, prompts
+from . import interleave, models, prompts, workloads
 from .engines import BASELINE, ENGINES, EngineSpec, missing_module
 
 DEFAULT_SETTINGS = {
@@ -78,11 +79,11 @@ def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpe
     build_seconds = time.perf_counter() - began
     say(f"models ready in {build_seconds:.0f}s; running {len(runnable)} engines with {threads} threads")
     timed_began = time.perf_counter()
+    speed_specs = {engine.name: {**spec, "job": "speed"} for engine, spec in runnable}
+    speed = interleave.run(speed_specs, workloads.SPEED, SPEED_WORKLOADS, settings, log_dir, say)
     for engine, spec in runnable:
-        say(f"{engine.name}: speed ...")
-        speed = run_worker({**spec, "job": "speed", "workloads": SPEED_WORKLOADS}, settings["timeout"], log_dir, engine)
-        entry = {**results[engine.name], **speed}
-        if quality and speed["status"] == "ok":
+        entry = {**results[engine.name], **speed[engine.name]}
+        if quality and entry["status"] == "ok":
             say(f"{engine.name}: quality ...")
             q = run_worker({**spec, "job": "quality"}, settings["timeout"], log_dir, engine)
             entry["quality"] = q.get("quality") if q["status"] == "ok" else {"status": "failed", "error": q.get("error")}
@@ -155,10 +156,8 @@ def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) ->
 
 
 def run_worker(spec: dict, timeout: float, log_dir: Path, engine: EngineSpec) -> dict:
-    """Run one worker process; its result, or a failure with the last line it printed."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
-           "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}  # fmt: skip
-    env["PYTHONPATH"] = os.pathsep.join([str(models.REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    """Run one worker process for one job; its result, or a failure with the last line it printed."""
+    env = interleave.worker_env(spec["threads"])
     slug = engine.name.replace(" ", "-").replace(".", "")
     log = log_dir / f"worker-{slug}-{spec['job']}.log"
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,12 @@
-"""One engine in one process: `python -m benchmarks.worker SPEC.json RESULT.json`.
+"""One engine in one process, in one of two modes.
 
-Reads the spec (engine, job "speed", "quality" or "seq2seq", paths, threads, token ids, settings), loads the
-engine, runs the job and writes the result, with the load time (imports excluded), the process's resident memory
-before and after the load, and its peak (VmHWM). A crash becomes {"status": "failed", "error": one line}. Only the
-engine's own modules are imported, so the memory figures are the engine's.
+`python -m benchmarks.worker SPEC.json RESULT.json` runs one job ("quality": perplexity and greedy continuations)
+and writes its result. `python -m benchmarks.worker --serve SPEC.json FD` loads the engine, then runs workloads one
+at a time as interleave.py asks: a JSON line on stdin ({"workload": name} or {"finish": true}), a JSON line of
+reply on the inherited file descriptor FD (stdout and stderr are the engine's, and go to the log).
+Every result carries the load time (imports excluded), the process's resident memory before and after the load,
+and its peak (VmHWM). A crash becomes {"status": "failed", "error": one line}. Only the engine's own modules are
+imported, so the memory figures are the engine's.
 """
 
 from __future__ import annotations
@@ -34,42 +37,75 @@ def peak_rss_mb() -> float:
     return _status_mb("VmHWM")
 
 
-def run(spec: dict) -> dict:
-    from . import seq2seq_workloads, workloads
-
-    adapter = importlib.import_module(f"benchmarks.engines.{spec['adapter']}")
+def load(spec: dict):
+    """(the engine, the load figures). Adapters are modules under benchmarks.engines, or dotted module paths."""
+    name = spec["adapter"] if "." in spec["adapter"] else f"benchmarks.engines.{spec['adapter']}"
+    adapter = importlib.import_module(name)
     adapter.import_modules()  # imports are not part of the load time
     before = rss_mb()
     start = time.perf_counter()
     engine = adapter.load(spec)
-    result = {"status": "ok", "load_seconds": time.perf_counter() - start, "rss_before_load_mb": before,
-              "rss_after_load_mb": rss_mb()}  # fmt: skip
-    if spec["job"] == "quality":
-        result["quality"] = workloads.quality(engine, spec["inputs"], spec["settings"])
-    else:
-        result["workloads"] = {}
-        registry = seq2seq_workloads.WORKLOADS if spec["job"] == "seq2seq" else workloads.SPEED
-        for name in spec["workloads"]:
-            began = time.perf_counter()
-            result["workloads"][name] = registry[name](engine, spec["inputs"], spec["settings"])
-            print(f"{name} done in {time.perf_counter() - began:.1f}s", flush=True)  # progress, in the worker log
+    return engine, {"status": "ok", "load_seconds": time.perf_counter() - start, "rss_before_load_mb": before,
+                    "rss_after_load_mb": rss_mb()}  # fmt: skip
+
+
+def run(spec: dict) -> dict:
+    from . import workloads
+
+    engine, result = load(spec)
+    result["quality"] = workloads.quality(engine, spec["inputs"], spec["settings"])
     result["peak_rss_mb"] = peak_rss_mb()
     return result
 
 
+def serve(spec: dict, replies) -> None:
+    """Load, say so, then answer one command per stdin line until {"finish": true} or the end of stdin."""
+    from . import seq2seq_workloads, workloads
+
+    registry = seq2seq_workloads.WORKLOADS if spec["job"] == "seq2seq" else workloads.SPEED
+    engine, loaded = load(spec)
+    _reply(replies, loaded)
+    for line in sys.stdin:
+        command = json.loads(line)
+        if command.get("finish"):
+            _reply(replies, {"status": "ok", "peak_rss_mb": peak_rss_mb()})
+            return
+        workload = registry[command["workload"]]
+        refusal = workload.refusal(engine)
+        _reply(replies, refusal or {"status": "ok", "value": workload.once(engine, spec["inputs"], spec["settings"])})
+
+
+def _reply(replies, message: dict) -> None:
+    replies.write(json.dumps(message) + "\n")
+    replies.flush()
+
+
+def _failure(exc: Exception) -> dict:
+    traceback.print_exc()
+    lines = str(exc).strip().splitlines()
+    return {"status": "failed", "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]}
+
+
 def main(argv: list[str]) -> int:
-    spec_path, result_path = argv
+    serving = argv[:1] == ["--serve"]
+    spec_path, target = argv[1:] if serving else argv
     with open(spec_path) as f:
         spec = json.load(f)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = str(spec["threads"])
+    if serving:
+        with os.fdopen(int(target), "w") as replies:
+            try:
+                serve(spec, replies)
+            except Exception as exc:  # reported as this engine's failure; the suite goes on
+                _reply(replies, _failure(exc))
+                return 1
+        return 0
     try:
         result = run(spec)
     except Exception as exc:  # reported as this engine's failure; the suite goes on
-        traceback.print_exc()
-        lines = str(exc).strip().splitlines()
-        result = {"status": "failed", "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]}
-    with open(result_path, "w") as f:
+        result = _failure(exc)
+    with open(target, "w") as f:
         json.dump(result, f)
     return 0 if result["status"] == "ok" else 1
 

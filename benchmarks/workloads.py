@@ -1,7 +1,9 @@
 """The timed workloads, written once against the engine interface (engines/__init__.py).
 
-Every workload gets the same token ids for every engine (tokenization happens before, in the suite), runs
-`warmup` untimed times, then `repeats` timed times with `time.perf_counter`. What is timed:
+Every workload gets the same token ids for every engine (tokenization happens before, in the suite). A workload
+is two functions: `once` runs it one time and returns a raw measurement (plain JSON), `summarize` turns the timed
+measurements into the figures of the report. Who runs them, how often and in which order is interleave.py's job:
+`warmup` untimed runs, then `repeats` timed ones, the engines taking turns. What is timed:
 (a) prefill: `generate` of 1 new token on the long prompt: time to first token;
 (b) greedy: 128 new tokens on the chat prompt: wall time, time to first token, and decode tokens/s over the
     steps after the first token ((n - 1) / (last token time - first token time));
@@ -13,8 +15,25 @@ Quality (perplexity and greedy continuations) lives here too; it is not timed.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Workload:
+    once: Callable[[object, dict, dict], object]  # (engine, inputs, settings) -> one raw measurement
+    summarize: Callable[[list, dict, dict], dict]  # (measurements, inputs, settings) -> the report's figures
+    needs: str | None = None  # the engine attribute that must be true ("beam_search", "batching"); None = any
+    repeated: bool = True  # False: one run, no warmup
+
+    def refusal(self, engine) -> dict | None:
+        """The "n/a" result of an engine that cannot run this workload, or None."""
+        if self.needs and not getattr(engine, self.needs):
+            what = {"beam_search": "beam search", "batching": "batched generation"}[self.needs]
+            return {"status": "n/a", "reason": f"no {what} in this engine"}
+        return None
 
 
 def stats(values: list[float]) -> dict:
@@ -32,28 +51,19 @@ def timed_greedy(engine, prompt: list[int], new_tokens: int) -> tuple[float, lis
     return wall, [s - start for s in stamps], out[0]
 
 
-def repeat(run, warmup: int, repeats: int) -> list:
-    for _ in range(warmup):
-        run()
-    return [run() for _ in range(repeats)]
+def timed_generate(engine, rows: list[list[int]], new_tokens: int, beams: int = 1) -> float:
+    """Wall seconds of one `generate`, checked to give exactly `new_tokens` ids per row."""
+    start = time.perf_counter()
+    out = engine.generate(rows, new_tokens, beams=beams)
+    seconds = time.perf_counter() - start
+    if [len(r) for r in out] != [new_tokens] * len(rows):
+        raise RuntimeError(f"generate gave {[len(r) for r in out]} new tokens, expected {new_tokens} per row")
+    return seconds
 
 
-def prefill(engine, inputs: dict, s: dict) -> dict:
-    def run() -> float:
-        start = time.perf_counter()
-        engine.generate([inputs["prefill"]], 1)
-        return time.perf_counter() - start
-
-    return {"prompt_tokens": len(inputs["prefill"]), "seconds": stats(repeat(run, s["warmup"], s["repeats"]))}
-
-
-def greedy(engine, inputs: dict, s: dict) -> dict:
-    return {"prompt_tokens": len(inputs["chat"]), **greedy_figures(engine, inputs["chat"], s["decode_new"], s)}
-
-
-def greedy_figures(engine, prompt: list[int], n: int, s: dict) -> dict:
-    """Greedy generation of `n` tokens, repeated: wall time, time to first token and decode tokens/s."""
-    runs = repeat(lambda: timed_greedy(engine, prompt, n), s["warmup"], s["repeats"])
+def greedy_figures(runs: list, n: int) -> dict:
+    """The figures of repeated greedy generations of `n` tokens (timed_greedy's results): wall time, time to
+    first token and decode tokens/s."""
     return {
         "new_tokens": n,
         "seconds": stats([wall for wall, _, _ in runs]),
@@ -63,53 +73,41 @@ def greedy_figures(engine, prompt: list[int], n: int, s: dict) -> dict:
     }
 
 
-def beam(engine, inputs: dict, s: dict) -> dict:
-    if not engine.beam_search:
-        return {"status": "n/a", "reason": "no beam search in this engine"}
-
-    def run() -> float:
-        start = time.perf_counter()
-        out = engine.generate([inputs["chat"]], s["beam_new"], beams=s["beams"])
-        if len(out[0]) != s["beam_new"]:
-            raise RuntimeError(f"beam search gave {len(out[0])} new tokens, expected {s['beam_new']}")
-        return time.perf_counter() - start
-
-    return {"beams": s["beams"], "new_tokens": s["beam_new"], "seconds": stats(repeat(run, s["warmup"], s["repeats"]))}
+def batch_figures(seconds: list[float], rows: int, n: int) -> dict:
+    """The figures of repeated batched generations of `n` tokens per row: wall time and new tokens/s."""
+    return {"rows": rows, "new_tokens": n, "seconds": stats(seconds),
+            "tokens_per_second": stats([rows * n / x for x in seconds])}  # fmt: skip
 
 
-def batch(engine, inputs: dict, s: dict) -> dict:
-    if not engine.batching:
-        return {"status": "n/a", "reason": "no batched generation in this engine"}
-    return batch_figures(engine, inputs["batch"], s["batch_new"], s)
+PREFILL = Workload(
+    once=lambda engine, i, s: timed_generate(engine, [i["prefill"]], 1),
+    summarize=lambda runs, i, s: {"prompt_tokens": len(i["prefill"]), "seconds": stats(runs)},
+)
+GREEDY = Workload(
+    once=lambda engine, i, s: timed_greedy(engine, i["chat"], s["decode_new"]),
+    summarize=lambda runs, i, s: {"prompt_tokens": len(i["chat"]), **greedy_figures(runs, s["decode_new"])},
+)
+BEAM = Workload(
+    once=lambda engine, i, s: timed_generate(engine, [i["chat"]], s["beam_new"], beams=s["beams"]),
+    summarize=lambda runs, i, s: {"beams": s["beams"], "new_tokens": s["beam_new"], "seconds": stats(runs)},
+    needs="beam_search",
+)
+BATCH = Workload(
+    once=lambda engine, i, s: timed_generate(engine, i["batch"], s["batch_new"]),
+    summarize=lambda runs, i, s: batch_figures(runs, len(i["batch"]), s["batch_new"]),
+    needs="batching",
+)
 
 
-def batch_figures(engine, rows: list[list[int]], n: int, s: dict) -> dict:
-    """Batched greedy generation of `n` tokens per row, repeated: wall time and new tokens/s."""
-
-    def run() -> float:
-        start = time.perf_counter()
-        out = engine.generate(rows, n)
-        seconds = time.perf_counter() - start
-        if [len(r) for r in out] != [n] * len(rows):
-            raise RuntimeError(f"batch gave {[len(r) for r in out]} new tokens, expected {n} per row")
-        return seconds
-
-    seconds = repeat(run, s["warmup"], s["repeats"])
-    return {
-        "rows": len(rows),
-        "new_tokens": n,
-        "seconds": stats(seconds),
-        "tokens_per_second": stats([len(rows) * n / x for x in seconds]),
-    }
-
-
-def steps(engine, inputs: dict, s: dict) -> dict:
-    wall, stamps, _ = timed_greedy(engine, inputs["chat"], s["steps_new"])
+def _steps_summary(runs: list, inputs: dict, s: dict) -> dict:
+    wall, stamps, _ = runs[0]
     latencies = np.diff([0.0, *stamps]) * 1000  # (new,) ms; the first is the prefill
     return {"prompt_tokens": len(inputs["chat"]), "seconds": wall, "latency_ms": [round(x, 3) for x in latencies]}
 
 
-SPEED = {"prefill": prefill, "greedy": greedy, "beam": beam, "batch": batch, "steps": steps}
+STEPS = Workload(once=lambda engine, i, s: timed_greedy(engine, i["chat"], s["steps_new"]), summarize=_steps_summary,
+                 repeated=False)  # fmt: skip
+SPEED = {"prefill": PREFILL, "greedy": GREEDY, "beam": BEAM, "batch": BATCH, "steps": STEPS}
 
 
 def quality(engine, inputs: dict, s: dict) -> dict:
