@@ -2,7 +2,9 @@
 
 The int4 quantizer weighs each layer weight's rounding error by the mean square of the activation it multiplies
 (the diagonal of the Gram matrix: the "importance matrix" of llama.cpp's imatrix quantization) and rounds the LM
-head with GPTQ (`gptq.py`), which needs the whole (K, K) matrix. This file gets them by running the fp32 graph
+head with GPTQ (`gptq.py`), which needs the whole (K, K) matrix; so only the nodes asked for in `full` get the
+whole matrix, the others its diagonal (for SmolLM2-135M, 0.8 GB of float64 matrices would be kept otherwise, and
+their products are most of the time). This file gets them by running the fp32 graph
 with onnxruntime, the input of every weight MatMul added as a graph output: it samples CALIBRATION_SEQUENCES
 texts of CALIBRATION_TOKENS tokens together, one token per step with the graph's own KV cache (temperature 1, a
 seeded generator, every text starting from token id 0), and sums x x^T over every position of every text, the
@@ -20,7 +22,7 @@ to the calibration's activations, so it needs text enough to span them. This fil
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -32,9 +34,11 @@ PROTOBUF_LIMIT = 2**31 - 1  # bytes; onnxruntime takes an in-memory model only b
 FOLD_EVERY = 32  # steps of activations kept before they are folded into the Gram matrices (memory against speed)
 
 
-def input_grams(proto: Any, nodes: list[str], ids: list[int] | None = None, tokens: int = CALIBRATION_TOKENS,
-                sequences: int = CALIBRATION_SEQUENCES, seed: int = SEED) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
-    """Per node in `nodes`: the (K, K) float64 X^T X / positions of its input over the calibration text; a note.
+def input_grams(proto: Any, nodes: list[str], full: Iterable[str] = (), ids: list[int] | None = None,
+                tokens: int = CALIBRATION_TOKENS, sequences: int = CALIBRATION_SEQUENCES, seed: int = SEED
+                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+    """Per node in `nodes`: the float64 X^T X / positions of its input over the calibration text, (K, K) for the
+    nodes in `full` and its diagonal (K,) (each input channel's mean square) for the others; and a note.
 
     The text is `ids` (one sequence, read as given) if given, else `sequences` texts of `tokens` ids sampled from
     the graph with `seed`. Returns ({}, a note saying why) for a graph this file cannot run. The proto is left
@@ -48,6 +52,7 @@ def input_grams(proto: Any, nodes: list[str], ids: list[int] | None = None, toke
     wanted = set(nodes)
     by_node = {n.name: n.input[0] for n in proto.graph.node if n.name in wanted}
     tensors = sorted(set(by_node.values()))
+    whole = {by_node[name] for name in full if name in by_node}  # the tensors whose whole matrix is wanted
     session = _session_with_outputs(proto, tensors)
     if ids is not None:
         text = np.array([ids], np.int64)  # (1, length): read, not sampled
@@ -56,15 +61,16 @@ def input_grams(proto: Any, nodes: list[str], ids: list[int] | None = None, toke
         text = np.full((sequences, tokens), START_TOKEN, np.int64)  # (rows, length), filled as we sample
         note = {"source": "text sampled from the fp32 model", "seed": seed, "start_token": START_TOKEN,
                 "sequences": sequences, "tokens": sequences * tokens}  # fmt: skip
-    grams = _run_text(session, cache, text, tensors, None if ids is not None else np.random.default_rng(seed))
+    grams = _run_text(session, cache, text, tensors, whole, None if ids is not None else np.random.default_rng(seed))
     return {node: grams[tensor] for node, tensor in by_node.items()}, note
 
 
-def _run_text(session: Any, cache: "_CacheProtocol", text: np.ndarray, tensors: list[str],
+def _run_text(session: Any, cache: "_CacheProtocol", text: np.ndarray, tensors: list[str], whole: set[str],
               rng: np.random.Generator | None) -> dict[str, np.ndarray]:  # fmt: skip
     """Step through `text` (rows, length) one token per row at a time, sampling position t + 1 when `rng` is given.
 
-    Returns the Gram matrix of each of `tensors` over every position of every row.
+    Returns the Gram matrix of each of `tensors` over every position of every row: whole for those in `whole`,
+    its diagonal for the others.
     """
     rows, length = text.shape
     pasts = cache.empty(rows, length)
@@ -79,7 +85,9 @@ def _run_text(session: Any, cache: "_CacheProtocol", text: np.ndarray, tensors: 
         if (t + 1) % FOLD_EVERY == 0 or t + 1 == length:
             for name in tensors:
                 x = np.concatenate(pending[name]).astype(np.float32)  # (positions, K)
-                sums[name] = sums.get(name, 0.0) + (x.T @ x).astype(np.float64)  # float32 products: twice as fast
+                # float32 products: twice as fast; (K, K) or its diagonal (K,)
+                gram = x.T @ x if name in whole else np.einsum("pk,pk->k", x, x)
+                sums[name] = sums.get(name, 0.0) + gram.astype(np.float64)
                 pending[name] = []
         if rng is not None and t + 1 < length:
             last = logits.reshape(rows, -1, logits.shape[-1])[:, -1].astype(np.float64)  # (rows, vocab)

@@ -85,7 +85,7 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
     split_gemms(proto)
     targets = weight_matmuls(proto)
     head = lm_head(proto)
-    grams, calibration = input_grams(proto, targets) if scheme == "int4" else ({}, None)
+    grams, calibration = input_grams(proto, targets, full=[head]) if scheme == "int4" else ({}, None)
     plan = {name: bits_for(name, head, scheme, name in grams) for name in targets}  # node -> (bits, method)
     blocks = _replace_with_matmul_nbits(proto, plan, grams)
     tables = _quantize_embeddings(proto)
@@ -168,7 +168,8 @@ def lm_head(proto: Any) -> str:
 
 def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], grams: dict[str, np.ndarray]
                                ) -> dict[str, int]:  # fmt: skip
-    """Swap each planned MatMul for a MatMulNBits node; `grams` (K, K) per node drive the GPTQ ones.
+    """Swap each planned MatMul for a MatMulNBits node; `grams` per node drive the GPTQ ones ((K, K)) and the
+    importance-weighted ones (the diagonal (K,) or the matrix it comes from).
 
     Returns the block size chosen for each node.
     """
@@ -187,7 +188,8 @@ def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], gra
         if method == "gptq" and w.shape[1] % block == 0:
             q = gptq(w, grams[node.name], bits, block)
         elif method in ("gptq", "weighted"):  # searched codes, each channel weighed by its mean square activation
-            q = quantize_weight(w, bits, block, "searched", np.diag(grams[node.name]))
+            gram = grams[node.name]
+            q = quantize_weight(w, bits, block, "searched", gram if gram.ndim == 1 else np.diag(gram))
         else:
             q = quantize_weight(w, bits, block, method)
         prefix = f"{node.input[1]}_Q{bits}"

@@ -98,7 +98,8 @@ def test_grams_are_x_transpose_x_of_each_matmul_input_as_pytorch_computes_it(tin
 
     ids = [0, 17, 45, 101, 7, 300, 250, 12, 99, 64, 5, 220]
     proto = _fp32_graph(tiny_llama_export)
-    grams, note = input_grams(proto, weight_matmuls(proto), ids=ids)
+    grams, note = input_grams(proto, weight_matmuls(proto), full=weight_matmuls(proto), ids=ids)
+    diagonals, _ = input_grams(proto, weight_matmuls(proto), full=["lm_head"], ids=ids)
     assert note == {"source": "given token ids", "tokens": len(ids)}
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
@@ -114,15 +115,19 @@ def test_grams_are_x_transpose_x_of_each_matmul_input_as_pytorch_computes_it(tin
     assert sorted(grams) == sorted(modules)
     for node, x in seen.items():  # every position, the head's too (the calibration steps one token at a time)
         np.testing.assert_allclose(grams[node], x.T @ x / len(ids), rtol=1e-4, atol=1e-6)
+        # only the nodes asked for in `full` get the whole matrix; the others its diagonal, the channels' mean squares
+        expected = x.T @ x / len(ids) if node == "lm_head" else (x**2).mean(axis=0)
+        np.testing.assert_allclose(diagonals[node], expected, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_export", "tiny_gpt2_export"])  # "shared" and "concat" caches
 def test_calibration_text_is_sampled_from_the_model_with_a_fixed_seed(request, fixture):
     proto = _fp32_graph(request.getfixturevalue(fixture))
     outputs = [o.name for o in proto.graph.output]
-    first, note = input_grams(proto, weight_matmuls(proto), tokens=16, sequences=3)
-    again, _ = input_grams(proto, weight_matmuls(proto), tokens=16, sequences=3)
-    other, _ = input_grams(proto, weight_matmuls(proto), tokens=16, sequences=3, seed=1)
+    nodes = weight_matmuls(proto)
+    first, note = input_grams(proto, nodes, full=nodes, tokens=16, sequences=3)
+    again, _ = input_grams(proto, nodes, full=nodes, tokens=16, sequences=3)
+    other, _ = input_grams(proto, nodes, full=nodes, tokens=16, sequences=3, seed=1)
     assert note == {"source": "text sampled from the fp32 model", "seed": 0, "start_token": START_TOKEN,
                     "sequences": 3, "tokens": 48}  # fmt: skip
     assert [o.name for o in proto.graph.output] == outputs  # the extra outputs it read are gone again
