@@ -13,12 +13,22 @@ Which bits where (perplexity of SmolLM2-135M-Instruct, read from its Q4_1 GGUF, 
 1,294 tokens; fp32 26.505; decode speed in alternating A/B runs, 2 threads). `int8`: round-to-nearest everywhere,
 26.592 (+0.3%); blocks of 32 instead of 64 give 26.509 but decode ~12% slower. `int4`: every weight at 4 bits.
 The layers' codes are searched to minimise the rounding error weighted by the importance of each input channel
-(the mean square of the activation it multiplies, the diagonal of calibrate.py's Gram matrices), the MLP (gate|up
-and down projections, three quarters of a layer's weights) in blocks of 64, the attention in blocks of 32; the
-LM head is rounded by GPTQ (gptq.py) in blocks of 32: 28.73 (+8.4%). The head is the largest single weight (a
-fifth of the multiply-adds of a decode step); at 4 bits a step reads half its bytes: decode 1.04x the same scheme
-with an 8-bit round-to-nearest head (28.10, +6.0%), and onnxruntime-genai int4 ran at 0.98x of that one in the same
-A/B. Measured alternatives (perplexity; decode speed against the 8-bit-head scheme, ranges over 2-3 A/B runs):
+(the mean square of the activation it multiplies, the diagonal of calibrate.py's Gram matrices), in blocks of 64;
+the LM head is rounded by GPTQ (gptq.py) in blocks of 32: 28.38 (+7.1%). A trade of quality for speed, measured
+(perplexity on english.txt / GPL-3 prose / the vim manual, 1,300 tokens each, fp32 26.505 / 19.979 / 15.429;
+decode in alternating A/B runs against the scheme above it, 8 rounds):
+  attention (q|k|v, o) in blocks of 32, the MLP in 64        28.65 / 22.36 / 16.58 (+8.1 / +11.9 / +7.4%)
+  every layer weight in blocks of 64 (this scheme)           28.38 / 23.00 / 16.96 (+7.1 / +15.1 / +9.9%)  1.054x
+  ... and the GPTQ head in blocks of 64 too                  28.93 / 22.83 / 16.91 (+9.2 / +14.3 / +9.6%)  ~1.10x
+  blocks of 32 for the attention, 64 for the head            29.17 / 22.21 / 16.59 (+10.1 / +11.2 / +7.5%)
+  only o in blocks of 64 among the attention weights         28.41 / 22.55 / 16.87 (+7.2 / +12.9 / +9.3%)
+In the first scheme onnxruntime-genai int4 decoded at 0.96-1.04x of memgpt int4 in full suite runs, too close to
+call on this machine. Blocks of 64 halve the scales and zero points a decode step reads with the codes: 30 pairs
+of 576x3072 and 3072x576 4-bit MatMulNBits in one graph ran 2.8 ms in blocks of 64 against 3.4 ms in blocks of 32
+(blocks of 128: 2.7 ms; no zero points: within 3%; float activations, accuracy level 1 or 3: 5.7-6.0 ms). The head is the largest single weight (a fifth of the
+multiply-adds of a decode step); at 4 bits a step reads half its bytes: decode 1.04x the same scheme with an 8-bit
+round-to-nearest head (28.10, +6.0%). Earlier measured alternatives (perplexity on english.txt; decode speed
+against the 8-bit-head scheme, ranges over 2-3 A/B runs):
   GPTQ head in blocks of 64                                  29.21 (+10.2%)  1.08x
   importance-weighted searched 4-bit head (no GPTQ)          28.89 (+9.0%)
   GPTQ on every weight (damping 0.01 or 0.3)                 31.4, 31.3: GPTQ fits the calibration text's
@@ -54,13 +64,12 @@ from .gptq import gptq
 SCHEMES = ("fp32", "int8", "int4")
 BLOCK_SIZE = 32
 # blocks of 64 for 8-bit weights: a third fewer bytes of scales to read per token (SmolLM2's 8-bit LM head ran in
-# about 0.6-0.7 ms instead of 0.8-0.95 ms per call here) for no measurable loss at 8 bits; and for the 4-bit MLP
-# weights when calibrated, three quarters of a Llama layer's weights (see the module docstring)
+# about 0.6-0.7 ms instead of 0.8-0.95 ms per call here) for no measurable loss at 8 bits; and for the
+# importance-weighted 4-bit layer weights (see the module docstring)
 WIDE_BLOCK_SIZE = 64
 ACCURACY_LEVEL = 4  # int8 activations: the fast kernels (a float-activation 8-bit path is ~50x slower here)
 # attention input projections: 8-bit in int4 when no importance was measured for them
 EIGHT_BIT_UNCALIBRATED = ("qkv_proj", "q_proj", "k_proj", "v_proj", "c_attn")
-WIDE_BLOCK_4BIT = ("gate_up_proj", "gate_proj", "up_proj", "down_proj", "c_fc", "mlp/c_proj")  # MLP projections
 EMBEDDING_BITS = 8
 _FLOATS = {1, 10, 11, 16}  # onnx TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
@@ -143,13 +152,13 @@ def _algorithm(plan: dict[str, tuple[int, str]], head: str) -> str:
     return ", ".join(parts)
 
 
-def block_size_for(bits: int, k: int, node: str = "", calibrated: bool = False) -> int:
-    """Block size along K for one weight MatMul of `bits` bits with K input features (`calibrated` as in bits_for).
+def block_size_for(bits: int, k: int, method: str) -> int:
+    """Block size along K for one weight MatMul of `bits` bits with K input features, rounded by `method` (bits_for).
 
-    WIDE_BLOCK_SIZE for 8-bit weights and for calibrated 4-bit MLP weights, when K is a whole number of those
-    blocks; BLOCK_SIZE otherwise.
+    WIDE_BLOCK_SIZE for 8-bit weights and for importance-weighted 4-bit ones, when K is a whole number of those
+    blocks; BLOCK_SIZE otherwise (the GPTQ head, and unweighted 4-bit codes).
     """
-    wide = bits == 8 or (calibrated and any(part in node for part in WIDE_BLOCK_4BIT))
+    wide = bits == 8 or method == "weighted"
     return WIDE_BLOCK_SIZE if wide and k % WIDE_BLOCK_SIZE == 0 else BLOCK_SIZE
 
 
@@ -183,7 +192,7 @@ def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], gra
             return None
         bits, method = plan[node.name]
         weight = numpy_helper.to_array(inits[node.input[1]])  # (K, N)
-        block = blocks[node.name] = block_size_for(bits, weight.shape[0], node.name, node.name in grams)
+        block = blocks[node.name] = block_size_for(bits, weight.shape[0], method)
         w = np.ascontiguousarray(weight.T)  # (N, K)
         if method == "gptq" and w.shape[1] % block == 0:
             q = gptq(w, grams[node.name], bits, block)
