@@ -12,23 +12,11 @@ right-padded with an attention mask, greedy: new tokens/s.
 
 from __future__ import annotations
 
-from .workloads import Workload, batch_figures, greedy_figures, stats, timed_generate, timed_greedy
+from .workloads import Workload, batch_workload, beam_workload, greedy_workload
 
-TRANSLATE = Workload(
-    once=lambda engine, i, s: timed_greedy(engine, i["source"], s["new_tokens"]),
-    summarize=lambda runs, i, s: {"source_tokens": len(i["source"]), **greedy_figures(runs, s["new_tokens"])},
-)
-BEAM = Workload(
-    once=lambda engine, i, s: timed_generate(engine, [i["source"]], s["new_tokens"], beams=s["beams"]),
-    summarize=lambda runs, i, s: {"beams": s["beams"], "new_tokens": s["new_tokens"], "seconds": stats(runs)},
-    needs="beam_search",
-)
-BATCH = Workload(
-    once=lambda engine, i, s: timed_generate(engine, i["batch"], s["new_tokens"]),
-    summarize=lambda runs, i, s: {"source_tokens": [len(r) for r in i["batch"]],
-                                  **batch_figures(runs, len(i["batch"]), s["new_tokens"])},  # fmt: skip
-    needs="batching",
-)
+TRANSLATE = greedy_workload("source", "new_tokens", "source_tokens")
+BEAM = beam_workload("source", "new_tokens")
+BATCH = batch_workload("batch", "new_tokens", lengths="source_tokens")
 AGREEMENT = Workload(
     once=lambda engine, i, s: [engine.generate([source], s["new_tokens"])[0] for source in i["agreement"]],
     summarize=lambda runs, i, s: {"continuations": runs[0]},

@@ -79,24 +79,40 @@ def batch_figures(seconds: list[float], rows: int, n: int) -> dict:
             "tokens_per_second": stats([rows * n / x for x in seconds])}  # fmt: skip
 
 
+def greedy_workload(prompt: str, n: str, label: str) -> Workload:
+    """Greedy generation of settings[n] tokens from inputs[prompt]; `label` names its prompt-length figure."""
+    return Workload(once=lambda engine, i, s: timed_greedy(engine, i[prompt], s[n]),
+                    summarize=lambda runs, i, s: {label: len(i[prompt]), **greedy_figures(runs, s[n])})  # fmt: skip
+
+
+def beam_workload(prompt: str, n: str) -> Workload:
+    """Beam search (settings["beams"] beams) of settings[n] tokens from inputs[prompt]: wall time."""
+    return Workload(
+        once=lambda engine, i, s: timed_generate(engine, [i[prompt]], s[n], beams=s["beams"]),
+        summarize=lambda runs, i, s: {"beams": s["beams"], "new_tokens": s[n], "seconds": stats(runs)},
+        needs="beam_search",
+    )
+
+
+def batch_workload(rows: str, n: str, lengths: str | None = None) -> Workload:
+    """Batched greedy generation of settings[n] tokens per row of inputs[rows]; `lengths` names a figure listing
+    the rows' lengths (None: no such figure)."""
+
+    def summarize(runs: list, i: dict, s: dict) -> dict:
+        listed = {lengths: [len(r) for r in i[rows]]} if lengths else {}
+        return {**listed, **batch_figures(runs, len(i[rows]), s[n])}
+
+    return Workload(once=lambda engine, i, s: timed_generate(engine, i[rows], s[n]), summarize=summarize,
+                    needs="batching")  # fmt: skip
+
+
 PREFILL = Workload(
     once=lambda engine, i, s: timed_generate(engine, [i["prefill"]], 1),
     summarize=lambda runs, i, s: {"prompt_tokens": len(i["prefill"]), "seconds": stats(runs)},
 )
-GREEDY = Workload(
-    once=lambda engine, i, s: timed_greedy(engine, i["chat"], s["decode_new"]),
-    summarize=lambda runs, i, s: {"prompt_tokens": len(i["chat"]), **greedy_figures(runs, s["decode_new"])},
-)
-BEAM = Workload(
-    once=lambda engine, i, s: timed_generate(engine, [i["chat"]], s["beam_new"], beams=s["beams"]),
-    summarize=lambda runs, i, s: {"beams": s["beams"], "new_tokens": s["beam_new"], "seconds": stats(runs)},
-    needs="beam_search",
-)
-BATCH = Workload(
-    once=lambda engine, i, s: timed_generate(engine, i["batch"], s["batch_new"]),
-    summarize=lambda runs, i, s: batch_figures(runs, len(i["batch"]), s["batch_new"]),
-    needs="batching",
-)
+GREEDY = greedy_workload("chat", "decode_new", "prompt_tokens")
+BEAM = beam_workload("chat", "beam_new")
+BATCH = batch_workload("batch", "batch_new")
 
 
 def _steps_summary(runs: list, inputs: dict, s: dict) -> dict:
