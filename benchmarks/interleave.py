@@ -80,7 +80,9 @@ class Worker:
         return {"status": "failed", "error": (tail[-1] if tail else "the worker exited without a reply")[:300]}
 
     def close(self, grace: float = 0.0) -> None:
-        """Stop the process (after `grace` seconds to exit by itself) and free the pipes."""
+        """Stop the process (after `grace` seconds to exit by itself) and free the pipes; once."""
+        if self.closed:
+            return
         try:
             self.process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
@@ -124,7 +126,7 @@ def run(specs: dict[str, dict], registry: dict, names: list[str], settings: dict
         runs: dict[str, list] = {name: [] for name in workers}
         say(f"{workload_name}: {rounds} rounds over {len(workers)} engines ...")
         for r in range(rounds):
-            for name in order([n for n in runs if not workers[n].closed], r):
+            for name in order(list(runs), r):  # a failed or refusing engine has left `runs`
                 reply = workers[name].call({"workload": workload_name})
                 if reply["status"] == "failed":
                     results[name] = {"status": "failed", "error": f"{workload_name}: {reply['error']}"}
