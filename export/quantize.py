@@ -20,6 +20,7 @@ decode in alternating A/B runs against the scheme above it, 8 rounds):
   attention (q|k|v, o) in blocks of 32, the MLP in 64        28.65 / 22.36 / 16.58 (+8.1 / +11.9 / +7.4%)
   every layer weight in blocks of 64 (this scheme)           28.38 / 23.00 / 16.96 (+7.1 / +15.1 / +9.9%)  1.054x
   ... and the GPTQ head in blocks of 64 too                  28.93 / 22.83 / 16.91 (+9.2 / +14.3 / +9.6%)  ~1.10x
+  ... the same, GPTQ in activation order (static groups)     29.77 / 22.94 / 16.92
   blocks of 32 for the attention, 64 for the head            29.17 / 22.21 / 16.59 (+10.1 / +11.2 / +7.5%)
   only o in blocks of 64 among the attention weights         28.41 / 22.55 / 16.87 (+7.2 / +12.9 / +9.3%)
 In the first scheme onnxruntime-genai int4 decoded at 0.96-1.04x of memgpt int4 in full suite runs, too close to
