@@ -106,6 +106,11 @@ def worker_env(threads: int) -> dict:
     return env
 
 
+def worker_log(log_dir: Path, engine: str, job: str) -> Path:
+    """Where a worker of `engine` running `job` writes its output: worker-memgpt-int4-speed.log, say."""
+    return log_dir / f"worker-{engine.replace(' ', '-').replace('.', '')}-{job}.log"
+
+
 def run(specs: dict[str, dict], registry: dict, names: list[str], settings: dict, log_dir: Path, say) -> dict:
     """{engine name: its result}: the load figures, {"workloads": {name: figures}} and the peak memory, or a
     failure. `specs` maps engine names to worker specs; `registry` maps workload names to Workloads."""
@@ -113,8 +118,7 @@ def run(specs: dict[str, dict], registry: dict, names: list[str], settings: dict
     workers: dict[str, Worker] = {}
     for name, spec in specs.items():
         say(f"{name}: loading ...")
-        slug = name.replace(" ", "-").replace(".", "")
-        worker = Worker(spec, log_dir / f"worker-{slug}-{spec['job']}.log", settings["timeout"])
+        worker = Worker(spec, worker_log(log_dir, name, spec["job"]), settings["timeout"])
         loaded = worker.call(None)
         results[name] = {**loaded, "workloads": {}} if loaded["status"] == "ok" else loaded
         if loaded["status"] == "ok":

@@ -158,8 +158,7 @@ def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) ->
 def run_worker(spec: dict, timeout: float, log_dir: Path, engine: EngineSpec) -> dict:
     """Run one worker process for one job; its result, or a failure with the last line it printed."""
     env = interleave.worker_env(spec["threads"])
-    slug = engine.name.replace(" ", "-").replace(".", "")
-    log = log_dir / f"worker-{slug}-{spec['job']}.log"
+    log = interleave.worker_log(log_dir, engine.name, spec["job"])
     with tempfile.TemporaryDirectory() as tmp:
         spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "result.json"
         spec_path.write_text(json.dumps(spec))

@@ -26,9 +26,9 @@ decode in alternating A/B runs against the scheme above it, 8 rounds):
 In the first scheme onnxruntime-genai int4 decoded at 0.96-1.04x of memgpt int4 in full suite runs, too close to
 call on this machine. Blocks of 64 halve the scales and zero points a decode step reads with the codes: 30 pairs
 of 576x3072 and 3072x576 4-bit MatMulNBits in one graph ran 2.8 ms in blocks of 64 against 3.4 ms in blocks of 32
-(blocks of 128: 2.7 ms; no zero points: within 3%; float activations, accuracy level 1 or 3: 5.7-6.0 ms). The head is the largest single weight (a fifth of the
-multiply-adds of a decode step); at 4 bits a step reads half its bytes: decode 1.04x the same scheme with an 8-bit
-round-to-nearest head (28.10, +6.0%). Earlier measured alternatives (perplexity on english.txt; decode speed
+(blocks of 128: 2.7 ms; no zero points: within 3%; float activations, accuracy level 1 or 3: 5.7-6.0 ms).
+The head is the largest single weight (a fifth of the multiply-adds of a decode step); at 4 bits a step reads
+half its bytes: decode 1.04x the same scheme with an 8-bit round-to-nearest head (28.10, +6.0%). Earlier measured alternatives (perplexity on english.txt; decode speed
 against the 8-bit-head scheme, ranges over 2-3 A/B runs):
   GPTQ head in blocks of 64                                  29.21 (+10.2%)  1.08x
   importance-weighted searched 4-bit head (no GPTQ)          28.89 (+9.0%)
