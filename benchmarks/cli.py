@@ -21,7 +21,7 @@ DEFAULT_RESULTS = HERE / "results"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run on tiny random models (a minute or two)")
-    parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results/<timestamp>)")
+    parser.add_argument("--out", type=Path, help="results folder: new, empty or an earlier run's (default benchmarks/results/<timestamp>)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--engines", help="comma-separated engine names or prefixes, e.g. 'pytorch,memgpt' (default all)")
     parser.add_argument("--repeats", type=int, help="timed repeats per workload (default 3)")
@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats:
         settings["repeats"] = seq2seq_settings["repeats"] = args.repeats
     out = args.out or DEFAULT_RESULTS / (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
+    problem = out_problem(out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     quality = not args.no_quality
     if args.only_seq2seq:
@@ -85,6 +89,16 @@ def run(args: argparse.Namespace) -> int:
     print(paths["markdown"].read_text())
     print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return 0 if baselines_ok(result) else 1
+
+
+def out_problem(out: Path) -> str | None:
+    """Why the suite may not write its results, logs and plots into `out` (None if it may): it overwrites files
+    of its own names, so `out` must be new, empty or an earlier run's folder (one with results.json)."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} exists and is not a folder; pick a new or empty folder"
+    if out.is_dir() and any(out.iterdir()) and not (out / "results.json").is_file():
+        return f"--out {out} is not empty and holds no earlier run (no results.json); pick a new or empty folder, or remove it yourself"
+    return None
 
 
 def baselines_ok(result: dict) -> bool:

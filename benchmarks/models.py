@@ -105,12 +105,14 @@ def export_fingerprint() -> str:
 
 
 def build_memgpt(model: str, hf: Path, folder: Path, precision: str) -> Path:
-    stamp = folder / ".export-fingerprint"
+    # the stamp sits beside the folder: `--force` replaces only folders that hold nothing but an export
+    stamp = folder.with_name(folder.name + ".export-fingerprint")
     if (folder / MARKERS["memgpt"]).is_file() and stamp.is_file() and stamp.read_text() == export_fingerprint():
         return folder
     from export import export_model
     from export.progress import Progress
 
+    (folder / ".export-fingerprint").unlink(missing_ok=True)  # where earlier versions of this suite kept it
     source = None if model == "default" else str(hf)  # the default model through the public path, from its GGUF
     export_model(source, output=folder, quantize=precision, force=True, progress=Progress(quiet=True))
     stamp.write_text(export_fingerprint())

@@ -116,7 +116,11 @@ def supported_model_types() -> list[str]:
 
 def architecture_for(config: Any) -> Architecture:
     """The registry entry for `config.model_type`; ExportError listing every supported type if none."""
-    model_type = getattr(config, "model_type", None)
+    return architecture_for_type(getattr(config, "model_type", None))
+
+
+def architecture_for_type(model_type: str | None) -> Architecture:
+    """The registry entry for a model type; ExportError listing every supported type (not transformers') if none."""
     for arch in ARCHITECTURES:
         if model_type in arch.model_types:
             return arch

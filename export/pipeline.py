@@ -3,17 +3,23 @@
 Each step is a function in its own module; this file only orders them, times them and stages the output
 so that nothing appears under the target name unless every step succeeded. A decoder-only model becomes one
 graph (`model.onnx`); an encoder-decoder model (T5, BART, Marian) becomes its decoder (`model.onnx`) and its
-encoder (`encoder.onnx`), validated and quantized together.
+encoder (`encoder.onnx`), validated and quantized together. The manifest is written last, once the scratch
+space is gone, with the size and SHA-256 of every other file of the folder.
 (Shape borrowed from OpenNMT/CTranslate2 `converters/converter.py`, `Converter.convert`.)
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from memgpt_runtime.integrity import record_files
+from memgpt_runtime.manifest import Manifest
+
 from .architectures import Architecture, ModelShape, architecture_for
+from .hub import reach_hub
 from .manifest_builder import build_manifest, token_spec
 from .onnx_graph import MODEL_FILE, export_graph, move_fp32_graph, save_onnx
 from .output_folder import check_output_folder, staging_folder
@@ -38,22 +44,30 @@ def export_model(
     """Export MODEL (None = the default SmolLM2, a hub id, a folder or a .gguf) to a runtime folder; return it."""
     progress = progress or Progress()
     scheme = check_scheme(quantize)
-    target = check_output_folder(output, force)
     source = resolve_source(model)
+    target = check_output_folder(output, force, source.model_paths())
+    source = reach_hub(source)
     with staging_folder(target) as staging:
         with progress.step(f"load {source.name}"):
             loaded = load_model(source)
             architecture = architecture_for(loaded.config)
             shape = architecture.shape(loaded.config)
         steps = _encoder_decoder if architecture.kind == "encoder-decoder" else _decoder_only
-        steps(loaded, architecture, shape, scheme, staging, progress)
+        manifest = steps(loaded, architecture, shape, scheme, staging, progress)
         shutil.rmtree(staging / WORK_SUBDIR)
+        with progress.step("checksum files and write manifest"):
+            write_manifest(manifest, staging)
     progress.say(f"wrote {target}")
     return target
 
 
+def write_manifest(manifest: Manifest, folder: Path) -> Path:
+    """Write `manifest` into `folder`, recording every other file in it (so the folder must be final)."""
+    return replace(manifest, files=record_files(folder)).write(folder)
+
+
 def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str, staging: Path,
-                  progress: Progress) -> None:
+                  progress: Progress) -> Manifest:
     work = staging / WORK_SUBDIR
     with progress.step("export to ONNX"):
         fp32_path, decoder, method = export_graph(loaded.model, shape, work)
@@ -68,15 +82,15 @@ def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelS
             model_file, quantization = _quantize_and_save(fp32_path, scheme, staging)
         with progress.step(f"measure {scheme} graph against PyTorch"):
             validation[scheme] = measure_quantized(staging / model_file, decoder, cases, references)
-    with progress.step("save tokenizer and manifest"):
+    with progress.step("save tokenizer"):
         tokenizer_file = write_tokenizer(loaded.tokenizer, staging)
-        manifest = build_manifest(loaded, shape, decoder, model_file, tokenizer_file, quantization, validation)
-        manifest.extra["graph"] = method  # "fused" (built here) or "optimum" (traced)
-        manifest.write(staging)
+    manifest = build_manifest(loaded, shape, decoder, model_file, tokenizer_file, quantization, validation)
+    manifest.extra["graph"] = method  # "fused" (built here) or "optimum" (traced)
+    return manifest
 
 
 def _encoder_decoder(loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str,
-                     staging: Path, progress: Progress) -> None:
+                     staging: Path, progress: Progress) -> Manifest:
     work = staging / WORK_SUBDIR
     with progress.step("export encoder and decoder to ONNX"):
         graphs = export_seq2seq_graphs(loaded.model, shape, architecture.cross_attention, work)
@@ -96,12 +110,12 @@ def _encoder_decoder(loaded: LoadedModel, architecture: Architecture, shape: Mod
             quantization["encoder"].pop("lm_head", None)  # the encoder has no LM head
         with progress.step(f"measure {scheme} graphs against PyTorch"):
             validation[scheme] = measure_seq2seq(staging / encoder_file, staging / decoder_file, graphs, cases, references)
-    with progress.step("save tokenizer and manifest"):
+    with progress.step("save tokenizer"):
         tokenizer_file = write_tokenizer(loaded.tokenizer, staging)
-        manifest = build_manifest(loaded, shape, graphs.decoder, decoder_file, tokenizer_file, quantization, validation,
-                                  encoder=graphs.encoder)
-        manifest.extra["graph"] = "optimum"  # both graphs traced by optimum (the encoder extended here)
-        manifest.write(staging)
+    manifest = build_manifest(loaded, shape, graphs.decoder, decoder_file, tokenizer_file, quantization, validation,
+                              encoder=graphs.encoder)
+    manifest.extra["graph"] = "optimum"  # both graphs traced by optimum (the encoder extended here)
+    return manifest
 
 
 def _quantize_and_save(fp32_path: Path, scheme: str, folder: Path, name: str = MODEL_FILE) -> tuple[str, dict[str, Any]]:

@@ -34,10 +34,17 @@ class Source:
     name: str  # the hub id or the absolute path, as recorded in the manifest
     load_from: str
     gguf_file: str | None = None
+    local_files_only: bool = False  # a hub id while the Hub is unreachable: load it from the local cache (hub.py)
 
     def describe(self) -> dict[str, Any]:
         key = "id" if self.kind == "hub" else "path"
         return {"kind": self.kind, key: self.name}
+
+    def model_paths(self) -> list[Path]:
+        """What the export reads on disk, which its output may not be, hold or lie inside."""
+        if self.kind == "hub":
+            return []
+        return [Path(self.name) if self.kind == "gguf" else Path(self.load_from)]  # the default: its whole package
 
 
 @dataclass
@@ -86,7 +93,7 @@ def resolve_source(model: str | None) -> Source:
 
 def load_model(source: Source) -> LoadedModel:
     """Load the fp32 model, tokenizer and generation config; check the architecture before the weights."""
-    from .architectures import architecture_for
+    from .architectures import architecture_for, architecture_for_type
     from .tokenizer_file import can_write
 
     if source.gguf_file is not None:
@@ -94,6 +101,8 @@ def load_model(source: Source) -> LoadedModel:
         model = _guarded(source, lambda: _load_weights(source, encoder_decoder=False))
         architecture_for(model.config)
     else:
+        # subtle: check the raw model_type first; transformers guesses a missing one from the folder name
+        architecture_for_type(_guarded(source, lambda: _model_type(source)))
         config = _guarded(source, lambda: _load_config(source))
         architecture_for(config)
         encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
@@ -157,17 +166,33 @@ def _gguf_string(f: Any) -> str:
     return f.read(length).decode("utf-8")
 
 
+def _model_type(source: Source) -> str:
+    """The `model_type` config.json names; ExportError if it names none."""
+    from transformers import PretrainedConfig
+
+    from .architectures import supported_model_types
+
+    body, _ = PretrainedConfig.get_config_dict(source.load_from, local_files_only=source.local_files_only)
+    model_type = body.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ExportError(
+            f"the config.json of {source.name} has no model_type, so its architecture is unknown; "
+            f"supported model types: {', '.join(supported_model_types())}"
+        )
+    return model_type
+
+
 def _load_config(source: Source) -> Any:
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(source.load_from)
+    return AutoConfig.from_pretrained(source.load_from, local_files_only=source.local_files_only)
 
 
 def _load_weights(source: Source, encoder_decoder: bool) -> Any:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {"local_files_only": source.local_files_only}
     auto = AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
     model = auto.from_pretrained(source.load_from, dtype=torch.float32, **kwargs)
     return model.eval()
@@ -178,7 +203,7 @@ def _load_tokenizer(source: Source) -> Any:
 
     from transformers import AutoTokenizer
 
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {"local_files_only": source.local_files_only}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")  # MarianTokenizer never uses it to encode
         return AutoTokenizer.from_pretrained(source.load_from, **kwargs)
@@ -186,6 +211,9 @@ def _load_tokenizer(source: Source) -> Any:
 
 def _guarded(source: Source, load):
     """Run a transformers load; turn its failures into one ExportError line that says what to do."""
+    import huggingface_hub  # noqa: F401  subtle: importing them resets their loggers' levels, so import first
+    import transformers  # noqa: F401
+
     # their per-retry and "legacy behaviour" warnings would bury the one-line error or the progress lines
     logs = [logging.getLogger(name) for name in ("huggingface_hub", "transformers")]
     levels = [log.level for log in logs]

@@ -101,13 +101,15 @@ def test_unknown_quantize_is_a_usage_error(tmp_path, capsys, tiny_llama_dir):
     assert not (tmp_path / "out").exists()
 
 
-def test_non_empty_output_needs_force_and_is_left_untouched(tmp_path, capsys, tiny_llama_dir):
+@pytest.mark.parametrize("force", [[], ["--force"]], ids=["plain", "force"])
+def test_a_non_empty_folder_that_is_not_an_export_is_left_untouched(tmp_path, capsys, tiny_llama_dir, force):
     output = tmp_path / "out"
     output.mkdir()
     (output / "keep.txt").write_text("mine")
-    code, out, err = run_cli([str(tiny_llama_dir), "-o", str(output)], capsys)
+    code, out, err = run_cli([str(tiny_llama_dir), "-o", str(output), *force], capsys)
     assert code == 1
-    assert err.strip() == f"error: output folder {output} exists and is not empty; use --force to overwrite"
+    assert err.strip() == (f"error: output folder {output} is not empty and is not a memgpt export; "
+                           "pick an empty or new folder with -o DIR, or remove it yourself")
     assert [p.name for p in output.iterdir()] == ["keep.txt"]
 
 
@@ -120,10 +122,11 @@ def test_output_that_is_a_file_is_refused_even_with_force(tmp_path, capsys, tiny
     assert output.read_text() == "a file"
 
 
-def test_force_replaces_a_non_empty_folder(tmp_path, capsys, tiny_gpt2_dir):
+def test_force_replaces_an_earlier_export(tmp_path, capsys, tiny_gpt2_dir):
     output = tmp_path / "out"
     output.mkdir()
-    (output / "stale.txt").write_text("old")
+    (output / "manifest.json").write_text('{"format": "memgpt-runtime-manifest", "model_file": "model.onnx"}')
+    (output / "model.onnx").write_text("old")
     code, out, err = run_cli([str(tiny_gpt2_dir), "-o", str(output), "--force"], capsys)
     assert code == 0
     assert out == f"{output}\n"  # stdout is only the folder; progress goes to stderr

@@ -32,7 +32,7 @@ def test_manifest_records_the_graph_and_cache_shape(
     request, export_fixture, architecture, layers, kv_heads, head_size, context, graph, layout, inputs
 ):
     m = read_manifest(request.getfixturevalue(export_fixture))
-    assert (m.format, m.version, m.kind) == ("memgpt-runtime-manifest", 2, "decoder-only")
+    assert (m.format, m.version, m.kind) == ("memgpt-runtime-manifest", 3, "decoder-only")
     assert (m.model_file, m.tokenizer_file) == ("model.onnx", "tokenizer.json")
     assert m.architecture == architecture
     assert m.extra == {"graph": graph}
