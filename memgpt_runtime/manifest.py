@@ -9,18 +9,22 @@ any of the fields are computed: that is the export stage's job.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelFolderError
+from .integrity import inside, size_problems
+from .manifest_check import check_fields
 
 FORMAT = "memgpt-runtime-manifest"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 folders predate encoder-decoder models: all are decoder-only
+VERSION = 3
+# version 1 folders predate encoder-decoder models (all are decoder-only); version 2 ones the file records
+READABLE_VERSIONS = (1, 2, 3)
 KINDS = ("decoder-only", "encoder-decoder")
 FILENAME = "manifest.json"
 REEXPORT_HINT = "re-export it with `memgpt export MODEL -o DIR --force`"
+UPGRADE_HINT = "upgrade memgpt-runtime (pip install --upgrade memgpt-runtime) to read it"
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ class Manifest:
     version: int = VERSION
     kind: str = "decoder-only"  # or "encoder-decoder": then `encoder` is set and `model_file` is the decoder
     encoder: EncoderSpec | None = None
+    # every file of the folder but the manifest: {relative path: {"size": bytes, "sha256": hex}}; {} before v3
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -134,8 +140,12 @@ class Manifest:
         return path
 
 
-def read_manifest(folder: str | Path) -> Manifest:
-    """Read and check `folder/manifest.json`; raise ModelFolderError saying how to fix a bad folder."""
+def read_manifest(folder: str | Path, check_files: bool = True) -> Manifest:
+    """Read and check `folder/manifest.json`; raise ModelFolderError saying how to fix a bad folder.
+
+    `check_files`: check that the named files exist and every recorded file has its size (a stat each;
+    `memgpt verify` reads the manifest without it, then hashes every file).
+    """
     folder = Path(folder)
     if not folder.exists():
         raise ModelFolderError(f"model folder {folder} does not exist; export one with `memgpt export MODEL -o {folder}`")
@@ -146,29 +156,62 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise ModelFolderError(f"{folder} has no {FILENAME}: it is not a memgpt export; export it with `memgpt export MODEL -o {folder}`")
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
         raise ModelFolderError(f"{path} is not valid JSON ({exc}); {REEXPORT_HINT}") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise ModelFolderError(f"{path} is not a {FORMAT} file; {REEXPORT_HINT}")
     version = body.get("version")
-    if version not in READABLE_VERSIONS:
+    if isinstance(version, int) and not isinstance(version, bool) and version > VERSION:
+        raise ModelFolderError(
+            f"{path} has manifest version {version}, newer than this runtime reads (up to {VERSION}); {UPGRADE_HINT}"
+        )
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ModelFolderError(
             f"{path} has manifest version {version!r}, this runtime reads versions {', '.join(map(str, READABLE_VERSIONS))}; {REEXPORT_HINT}"
         )
-    try:
-        manifest = Manifest(
-            graph=GraphSpec(**body.pop("graph")),
-            kv_cache=KVCacheSpec(**body.pop("kv_cache")),
-            tokens=TokenSpec(**body.pop("tokens")),
-            encoder=EncoderSpec(**encoder) if (encoder := body.pop("encoder", None)) is not None else None,
-            **body,
-        )
-    except (KeyError, TypeError) as exc:
-        raise ModelFolderError(f"{path} is incomplete or malformed ({exc}); {REEXPORT_HINT}") from None
+    manifest = Manifest(
+        graph=_spec(GraphSpec, body.pop("graph", None), "graph", path),
+        kv_cache=_spec(KVCacheSpec, body.pop("kv_cache", None), "kv_cache", path),
+        tokens=_spec(TokenSpec, body.pop("tokens", None), "tokens", path),
+        encoder=_spec(EncoderSpec, encoder, "encoder", path) if (encoder := body.pop("encoder", None)) is not None else None,
+        **_fields(Manifest, body, "", path),
+    )
     if manifest.kind not in KINDS or (manifest.kind == "encoder-decoder") != (manifest.encoder is not None):
         raise ModelFolderError(f"{path} has model kind {manifest.kind!r} and encoder {manifest.encoder!r}; {REEXPORT_HINT}")
+    check_fields(manifest, folder, REEXPORT_HINT)
+    if check_files:
+        _check_files(folder, manifest)
+    return manifest
+
+
+def _check_files(folder: Path, manifest: Manifest) -> None:
+    """The files the manifest names exist, and every file the export recorded has its recorded size."""
     files = [manifest.model_file, manifest.tokenizer_file] + ([manifest.encoder.model_file] if manifest.encoder else [])
     for name in files:
-        if not (folder / name).is_file():
+        if not inside(folder, name, "file name").is_file():
             raise ModelFolderError(f"{folder} lacks {name}, which its manifest names; {REEXPORT_HINT}")
-    return manifest
+    problems = size_problems(folder, manifest.files)
+    if problems:
+        raise ModelFolderError(
+            f"{folder} is damaged ({problems[0]}{' and more' if len(problems) > 1 else ''}); "
+            f"`memgpt verify {folder}` lists every problem; {REEXPORT_HINT}"
+        )
+
+
+def _spec(cls, body: Any, field: str, path: Path):
+    if not isinstance(body, dict):
+        raise ModelFolderError(f"{path} has no valid {field!r} object (got {body!r}); {REEXPORT_HINT}")
+    return cls(**_fields(cls, body, f"{field}.", path))
+
+
+def _fields(cls, body: dict, prefix: str, path: Path) -> dict:
+    """`body` checked to hold every required field of dataclass `cls` and no unknown one."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise ModelFolderError(f"{path} has an unknown field {prefix}{unknown[0]}; {REEXPORT_HINT}")
+    required = [n for n, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+    missing = [n for n in required if n not in body and n not in ("graph", "kv_cache", "tokens")]
+    if missing:
+        raise ModelFolderError(f"{path} lacks the field {prefix}{missing[0]}; {REEXPORT_HINT}")
+    return body

@@ -12,14 +12,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from .concat_cache import ConcatCache
-from .errors import ModelFolderError, PromptTooLongError
+from .errors import ModelFolderError, PromptTooLongError, UsageError
 from .manifest import REEXPORT_HINT, GraphSpec, KVCacheSpec, Manifest
 from .shared_cache import SharedCache
 
 CACHES = {"concat": ConcatCache, "shared": SharedCache}
+LAYOUT_INPUTS = {"concat": (), "shared": ("seqlens_k", "total_sequence_length", "last_index")}  # GraphSpec names each needs
 
 
 def make_session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -83,6 +85,28 @@ class DecoderSession:
         missing = sorted((wanted_in - inputs) | (wanted_out - outputs))
         if missing:
             raise ModelFolderError(f"the ONNX model does not match its manifest (no {missing[0]!r}); {REEXPORT_HINT}")
+        if kv.past_key.format(i=kv.num_layers) in inputs:
+            raise ModelFolderError(
+                f"the ONNX model has more layers than the manifest's kv_cache.num_layers ({kv.num_layers}); {REEXPORT_HINT}"
+            )
+        unnamed = sorted(inputs - wanted_in)
+        if unnamed:
+            raise ModelFolderError(f"the ONNX model takes {unnamed[0]!r}, which its manifest does not name; {REEXPORT_HINT}")
+        needed = [n for n in LAYOUT_INPUTS[kv.layout] if getattr(graph, n) is None]
+        if needed:
+            raise ModelFolderError(f"the manifest's graph.{needed[0]} is null, which a {kv.layout!r} KV cache needs; {REEXPORT_HINT}")
+        shapes = {i.name: i.shape for i in self.session.get_inputs()} | {o.name: o.shape for o in self.session.get_outputs()}
+        # (batch, kv_heads, length, head_size) caches; (batch, [seq,] vocab) logits; symbolic dims are not checked
+        expected = {(kv.past_key.format(i=0), 1): ("kv_cache.num_kv_heads", kv.num_kv_heads),
+                    (kv.past_key.format(i=0), 3): ("kv_cache.head_size", kv.head_size),
+                    (graph.logits, -1): ("vocab_size", self.vocab_size)}  # fmt: skip
+        for (name, axis), (field, value) in expected.items():
+            dims = shapes.get(name) or []
+            dim = dims[axis] if -len(dims) <= axis < len(dims) else None
+            if isinstance(dim, int) and dim != value:
+                raise ModelFolderError(
+                    f"the manifest's {field} is {value} but the ONNX model's {name} has {dim}; {REEXPORT_HINT}"
+                )
 
     def new_state(self, max_rows: int, max_length: int, cross=None):
         """A cache for up to `max_rows` sequences of up to `max_length` tokens (prompt included).
@@ -95,6 +119,13 @@ class DecoderSession:
                 f"the prompt plus new tokens need {max_length} positions but the model's context is {context}; "
                 "shorten the prompt or lower max_new_tokens"
             )
+        kv = self.kv_cache
+        need = max_rows * max_length * kv.num_layers * 2 * kv.num_kv_heads * kv.head_size * 4  # fp32 keys and values
+        if need > physical_memory():
+            raise UsageError(
+                f"{max_rows} rows of {max_length} positions need {need / 2**30:.1f} GiB of KV cache, more than this "
+                f"machine's {physical_memory() / 2**30:.1f} GiB; lower num_beams, num_return_sequences, the batch or max_new_tokens"
+            )
         if (cross is None) != (self.graph.cross_key is None):
             raise ValueError("an encoder-decoder graph needs the encoder's cross attention, a decoder-only one none")
         if cross is not None:
@@ -104,7 +135,34 @@ class DecoderSession:
         return CACHES[self.kv_cache.layout](self, max_rows, max_length)
 
 
+def physical_memory() -> int:
+    """This machine's RAM in bytes (a large number where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 50
+
+
 def default_threads() -> int | None:
     """Threads from MEMGPT_THREADS, or None to let onnxruntime use one per physical core."""
     value = os.environ.get("MEMGPT_THREADS")
-    return int(value) if value and value.isdigit() and int(value) > 0 else None
+    if value is None or not value.strip():
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        raise UsageError(f"MEMGPT_THREADS must be a whole number of threads, got {value!r}") from None
+    return check_threads(threads, "MEMGPT_THREADS")
+
+
+def check_threads(threads, name: str = "threads") -> int | None:
+    """`threads` if it is None (onnxruntime's default) or in [1, this machine's CPUs]; UsageError otherwise.
+
+    More threads than CPUs make every step wait on descheduled workers (1,000 threads: ~50x slower).
+    """
+    cpus = os.cpu_count() or 1
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= cpus:
+        raise UsageError(f"{name} must be a whole number in [1, {cpus}] (this machine's CPUs), got {threads!r}")
+    return int(threads)

@@ -7,6 +7,7 @@ blocks, `raise_exception`). Incremental decoding for streaming lives in `stream.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,10 +51,14 @@ class Tokenizer:
         return None if token_id is None else self._tok.id_to_token(token_id)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
+        """Token ids of `text`; characters that are not valid Unicode (lone surrogates) are read as U+FFFD."""
+        if not isinstance(text, str):
+            raise UsageError(f"text to encode must be a string, got {type(text).__name__}")
+        return self._tok.encode(valid_text(text), add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        """Text of `ids`; negative ids (beam search's -1 filler when a model has no EOS id, as transformers') are skipped."""
+        return self._tok.decode([int(i) for i in ids if i >= 0], skip_special_tokens=skip_special_tokens)
 
     def batch_decode(self, rows, skip_special_tokens: bool = False) -> list[str]:
         return [self.decode(row, skip_special_tokens) for row in rows]
@@ -100,6 +105,18 @@ class Tokenizer:
             except TemplateError as exc:
                 raise ModelFolderError(f"the model's chat template does not compile ({exc}); {REEXPORT_HINT}") from None
         return self._template
+
+
+def valid_text(text: str) -> str:
+    """`text` with every lone surrogate replaced by U+FFFD, as a UTF-8 decoder with errors="replace" does.
+
+    Undecodable bytes reach Python as lone surrogates (command-line arguments, `surrogateescape` streams), and
+    the `tokenizers` library refuses them with a TypeError.
+    """
+    return _SURROGATE.sub("\ufffd", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
