@@ -14,17 +14,26 @@ import sys
 import time
 from pathlib import Path
 
+from memgpt_runtime.cli import thread_count
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = HERE / ".cache"
 DEFAULT_RESULTS = HERE / "results"
 
 
+def _positive(text: str) -> int:
+    """argparse type of a count: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run on tiny random models (a minute or two)")
     parser.add_argument("--out", type=Path, help="results folder: new, empty or an earlier run's (default benchmarks/results/<timestamp>)")
-    parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    parser.add_argument("--threads", type=thread_count, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--engines", help="comma-separated engine names or prefixes, e.g. 'pytorch,memgpt' (default all)")
-    parser.add_argument("--repeats", type=int, help="timed repeats per workload (default 3)")
+    parser.add_argument("--repeats", type=_positive, help="timed repeats per workload (default 3)")
     parser.add_argument("--no-quality", action="store_true", help="skip perplexity and greedy agreement")
     parser.add_argument("--no-seq2seq", action="store_true", help="skip the encoder-decoder (Marian) part")
     parser.add_argument("--only-seq2seq", action="store_true", help="run only the encoder-decoder (Marian) part")

@@ -127,3 +127,16 @@ def test_a_signal_during_a_stream_exits_with_one_line(smollm2_int8_export, sig, 
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
         assert (proc.returncode, err) == (code, line)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bench", "--quick", "--threads", "99"], "argument --threads: expected a whole number from 1 to"),
+        (["bench", "--quick", "--repeats", "0"], "argument --repeats: expected a whole number >= 1, got '0'"),
+    ],
+)
+def test_bench_counts_are_checked_before_anything_runs(args, message):
+    run = memgpt(*args)
+    assert run.returncode == 2
+    assert len(run.stderr.splitlines()) == 1 and message in run.stderr.decode()
