@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-SCHEMES = ("fp32", "int8", "int4")  # the same as export.quantize.SCHEMES, repeated to keep this import light
+SCHEMES = ("fp32", "int8", "int4", "gguf")  # the same as export.quantize.SCHEMES, repeated to keep this import light
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", nargs="?", default=None, metavar="MODEL", help="hub id, model folder or .gguf file")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (must be empty or new)")
-    parser.add_argument("--quantize", choices=SCHEMES, default="fp32", help="weight precision (default: fp32)")
+    parser.add_argument("--quantize", choices=SCHEMES, default="fp32", help="weight precision (default: fp32); gguf keeps a .gguf file's own codes")
     parser.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier export (never other files)")
     parser.set_defaults(func=run)
 

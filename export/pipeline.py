@@ -24,6 +24,7 @@ from .manifest_builder import build_manifest, token_spec
 from .onnx_graph import MODEL_FILE, export_graph, move_fp32_graph, save_onnx
 from .output_folder import check_output_folder, staging_folder
 from .progress import Progress
+from .gguf_quantize import check_gguf_source, fallback_line, quantize_gguf
 from .quantize import check_scheme, fp32_description, quantize_graph
 from .seq2seq_graph import ENCODER_FILE, export_seq2seq_graphs
 from .seq2seq_validate import measure_seq2seq, seq2seq_cases, seq2seq_torch_reference, validate_seq2seq_fp32
@@ -45,6 +46,7 @@ def export_model(
     progress = progress or Progress()
     scheme = check_scheme(quantize)
     source = resolve_source(model)
+    check_gguf_source(scheme, source.gguf_file, source.name)
     target = check_output_folder(output, force, source.model_paths())
     source = reach_hub(source)
     with staging_folder(target) as staging:
@@ -79,7 +81,10 @@ def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelS
         model_file, quantization = move_fp32_graph(fp32_path, staging), fp32_description()
     else:
         with progress.step(f"quantize to {scheme}"):
-            model_file, quantization = _quantize_and_save(fp32_path, scheme, staging)
+            gguf = Path(loaded.source.load_from) / loaded.source.gguf_file if scheme == "gguf" else None
+            model_file, quantization = _quantize_and_save(fp32_path, scheme, staging, gguf=gguf)
+        if scheme == "gguf" and fallback_line(quantization):
+            progress.say(fallback_line(quantization))
         with progress.step(f"measure {scheme} graph against PyTorch"):
             validation[scheme] = measure_quantized(staging / model_file, decoder, cases, references)
     with progress.step("save tokenizer"):
@@ -118,8 +123,10 @@ def _encoder_decoder(loaded: LoadedModel, architecture: Architecture, shape: Mod
     return manifest
 
 
-def _quantize_and_save(fp32_path: Path, scheme: str, folder: Path, name: str = MODEL_FILE) -> tuple[str, dict[str, Any]]:
+def _quantize_and_save(fp32_path: Path, scheme: str, folder: Path, name: str = MODEL_FILE,
+                       gguf: Path | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
     import onnx
 
-    proto, quantization = quantize_graph(onnx.load(str(fp32_path)), scheme)
+    proto = onnx.load(str(fp32_path))
+    proto, quantization = quantize_gguf(proto, gguf) if scheme == "gguf" else quantize_graph(proto, scheme)
     return save_onnx(proto, folder, name), quantization

@@ -62,7 +62,7 @@ from .blockwise import quantize as quantize_weight
 from .calibrate import input_grams
 from .gptq import gptq
 
-SCHEMES = ("fp32", "int8", "int4")
+SCHEMES = ("fp32", "int8", "int4", "gguf")  # gguf: gguf_quantize.py, from the GGUF file's own codes
 BLOCK_SIZE = 32
 # blocks of 64 for 8-bit weights: a third fewer bytes of scales to read per token (SmolLM2's 8-bit LM head ran in
 # about 0.6-0.7 ms instead of 0.8-0.95 ms per call here) for no measurable loss at 8 bits; and for the
@@ -90,6 +90,8 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
     check_scheme(scheme)
     if scheme == "fp32":
         return proto, fp32_description()
+    if scheme == "gguf":
+        raise ExportError("gguf quantization needs the GGUF file: call export.gguf_quantize.quantize_gguf")
     fold_transposed_weights(proto)
     _name_unnamed_nodes(proto)
     split_gemms(proto)
