@@ -9,12 +9,13 @@ from .config import GenerationConfig
 from .errors import ExportError, MemgptError, ModelFolderError, PromptTooLongError, UsageError
 from .manifest import Manifest, read_manifest
 from .model import LanguageModel, load
-from .search import GenerateResult
+from .request import Done, GenerateResult, Request, Step
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ExportError",
+    "Done",
     "GenerateResult",
     "GenerationConfig",
     "LanguageModel",
@@ -22,6 +23,8 @@ __all__ = [
     "MemgptError",
     "ModelFolderError",
     "PromptTooLongError",
+    "Request",
+    "Step",
     "UsageError",
     "load",
     "read_manifest",

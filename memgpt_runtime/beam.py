@@ -8,12 +8,14 @@ instead of masks. Each helper names the transformers function it follows. Beam s
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import GenerationConfig
 from .processors import apply_processors, build_processors, log_softmax
+from .request import Done, GenerateResult, Request, Step
 from .state import DecoderState
 
 _NEG = np.float32(-1.0e9)  # transformers' "very large negative value" used in place of masks
@@ -29,18 +31,18 @@ class _Hypotheses:
     finished: np.ndarray  # (batch, beams) bool (`is_sent_finished`)
 
 
-def beam_search(
-    state: DecoderState, input_ids: np.ndarray, attention_mask: np.ndarray, config: GenerationConfig
-) -> tuple[np.ndarray, np.ndarray]:
-    """Run beam search -> (sequences (batch * num_return, prompt + new) int64, scores (batch * num_return,) float32).
+def beam_search(state: DecoderState, request: Request) -> Generator[Step | Done, None, None]:
+    """Beam search as steps: an empty `Step` after each model call, then `Done` with the result.
 
-    Follows `_beam_search`: log_softmax, processors on log-probs, add running scores, top
+    The result holds (batch * num_return, prompt + new) int64 sequences, their (batch * num_return,) float32
+    scores and lengths. Follows `_beam_search`: log_softmax, processors on log-probs, add running scores, top
     `max(2, 1 + n_eos) * num_beams` candidates over (beams * vocab), finished candidates among the top
     `num_beams` become hypotheses scored `sum_logprobs / generated_len ** length_penalty`.
     """
+    config, input_ids = request.config, request.input_ids
     batch, prompt_len = input_ids.shape
     beams = config.num_beams
-    max_length = config.total_length(prompt_len)
+    max_length = request.max_length
     eos = np.asarray(config.eos_token_id, dtype=np.int64)  # (n_eos,)
     keep = max(2, 1 + len(eos)) * beams
     top_beams_mask = np.arange(keep) < beams  # (keep,) `top_num_beam_mask`
@@ -60,7 +62,7 @@ def beam_search(
     )
     improvable = np.ones((batch, 1), dtype=bool)  # `is_early_stop_heuristic_unsatisfied`
 
-    logits = state.prefill(input_ids, attention_mask)  # (batch, vocab)
+    logits = state.prefill(input_ids, request.attention_mask)  # (batch, vocab)
     state.select(np.repeat(np.arange(batch), beams))
     logits = np.repeat(logits, beams, axis=0)  # (batch * beams, vocab), as transformers' expanded prefill
     vocab = logits.shape[-1]
@@ -90,6 +92,7 @@ def beam_search(
         hyps = _update_finished(hyps, top_seqs, top_scores, just_finished, improvable, cur_len, prompt_len, lp, early)
 
         cur_len += 1
+        yield Step()  # before the next model call, so closing here stops the model
         improvable = _still_improvable(improvable, running_scores, hyps, cur_len, max_length, prompt_len, early, lp)
         # subtle: `_beam_search_has_unfinished_sequences` stops the whole batch only when no item can improve,
         # or (early_stopping=True) every item has num_beams hypotheses, or every candidate hit a stop criterion
@@ -106,7 +109,8 @@ def beam_search(
     n = config.num_return_sequences
     out_len = prompt_len + int(hyps.lengths[:, :n].max())
     sequences = hyps.sequences[:, :n, :out_len].reshape(batch * n, out_len)
-    return sequences, hyps.scores[:, :n].reshape(batch * n).astype(np.float32)
+    scores = hyps.scores[:, :n].reshape(batch * n).astype(np.float32)
+    yield Done(GenerateResult(sequences, scores, hyps.lengths[:, :n].reshape(batch * n)))
 
 
 def _update_finished(

@@ -125,24 +125,18 @@ def run_generate(args: argparse.Namespace) -> int:
     ids = lm.encode_prompt(prompt, chat=args.chat)
     start = time.perf_counter()
     if args.stream and not args.json:
-        count = 0
-        for piece in lm.generate_text(prompt, chat=args.chat, stream=True, **options):
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-            count += 1
+        result = _write_stream(lm.generate_text(prompt, chat=args.chat, stream=True, **options))
         sys.stdout.write("\n")
-        _report_timing(args, len(ids), None, time.perf_counter() - start)
+        _report_timing(args, len(ids), int(result.lengths.max()), time.perf_counter() - start)
         return 0
     result = lm.generate([ids], return_dict_in_generate=True, **options)
     seconds = time.perf_counter() - start
     new = lm.new_tokens(result.sequences, len(ids))
     texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
-    config = lm.generation_config(**options)
-    new_counts = [_count_new(row, config) for row in new]
     if args.json:
         outputs = []
         for i, (text, row) in enumerate(zip(texts, new)):
-            item = {"text": text, "token_ids": [int(t) for t in row[: new_counts[i]]]}
+            item = {"text": text, "token_ids": [int(t) for t in row[: result.lengths[i]]]}
             if result.sequences_scores is not None:
                 item["score"] = float(result.sequences_scores[i])
             outputs.append(item)
@@ -153,24 +147,25 @@ def run_generate(args: argparse.Namespace) -> int:
         if len(texts) > 1:
             print(f"--- {i + 1}" + (f" (score {result.sequences_scores[i]:.4f})" if result.sequences_scores is not None else ""))
         print(text)
-    _report_timing(args, len(ids), max(new_counts), seconds)
+    _report_timing(args, len(ids), int(result.lengths.max()), seconds)
     return 0
 
 
+def _write_stream(pieces):
+    """Print the pieces of `generate_text(stream=True)` as they come; its GenerateResult (the return value) out."""
+    while True:
+        try:
+            piece = next(pieces)
+        except StopIteration as end:
+            return end.value
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+
+
 def with_length_default(options: dict, lm, max_new_tokens: int) -> dict:
-    """`max_new_tokens` for text commands when neither the user nor the model set a length."""
-    lengths = ("max_new_tokens", "max_length")
-    if any(k in options for k in lengths) or any(k in lm.manifest.generation_defaults for k in lengths):
-        return options
-    return {**options, "max_new_tokens": max_new_tokens}
-
-
-def _count_new(row, config) -> int:
-    """New tokens in a row before its padding (the EOS counts)."""
-    for i, token in enumerate(row):
-        if int(token) in config.eos_token_id:
-            return i + 1
-    return len(row)
+    """`options` with the text commands' `default_new_tokens`: the new tokens when neither the user nor the model
+    sets a length. `request.resolve_length` applies it (and stops it at the context); `lm` is unused."""
+    return {"default_new_tokens": max_new_tokens, **options}
 
 
 def _report_timing(args, prompt_tokens: int, new_tokens: int | None, seconds: float) -> None:

@@ -19,7 +19,8 @@ DEFAULT_NEW_TOKENS = 20  # transformers: a default max_length of 20 means 20 new
 @dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int | None = None  # new tokens to generate, >= 1; None = use max_length
-    max_length: int | None = None  # prompt + new tokens, >= 1; None (and no max_new_tokens) = prompt + 20
+    max_length: int | None = None  # prompt + new tokens, >= 1; None (and no max_new_tokens) = prompt + default_new_tokens
+    default_new_tokens: int = DEFAULT_NEW_TOKENS  # >= 1, new tokens when neither length above is set, cut at the context
     min_new_tokens: int = 0  # EOS is banned until this many new tokens; 0 = off
     min_length: int = 0  # EOS is banned until the sequence (prompt included) is this long; 0 = off
     do_sample: bool = False  # False = greedy or beam search
@@ -56,6 +57,7 @@ class GenerationConfig:
 
         _check_int(self, "max_new_tokens", 1, optional=True)
         _check_int(self, "max_length", 1, optional=True)
+        _check_int(self, "default_new_tokens", 1)
         _check_int(self, "min_new_tokens", 0)
         _check_int(self, "min_length", 0)
         _check_bool(self, "do_sample")
@@ -127,7 +129,7 @@ class GenerationConfig:
             return prompt_length + self.max_new_tokens
         if self.max_length is not None:
             return self.max_length
-        return prompt_length + DEFAULT_NEW_TOKENS
+        return prompt_length + self.default_new_tokens
 
     def min_total_length(self, prompt_length: int) -> int:
         """The length (prompt included) before which EOS is banned.

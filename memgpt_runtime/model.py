@@ -1,17 +1,15 @@
 """A loaded model: manifest, tokenizer and ONNX session(s), with `generate` and `generate_text`.
 
 `generate` mirrors transformers' `generate()` on token ids (defaults from the model's generation config,
-keyword options on top, the attention mask inferred from padding as transformers infers it); `generate_text`
-wraps it with tokenization, chat templates and streaming. An encoder-decoder model takes its input as the
-source: the encoder runs once, and the decoder starts from its start token, as transformers does. The search
-itself is in `search.py`/`beam.py`.
+keyword options on top, the attention mask inferred from padding as transformers infers it); `generate_steps`
+is the same generation one model step at a time; `generate_text` wraps them with tokenization, chat templates
+and streaming. An encoder-decoder model takes its input as the source: the encoder runs once, and the decoder
+starts from its start token, as transformers does. The search itself is in `search.py`/`beam.py`.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,10 @@ from .config import GenerationConfig
 from .encoder import CrossAttention, EncoderSession
 from .errors import UsageError
 from .manifest import Manifest, read_manifest
-from .search import GenerateResult, generate_ids
+from .request import Done, GenerateResult, Request, Step
+from .search import finish, search
 from .session import DecoderSession, default_threads
+from .state import DecoderState
 from .stream import TextStream
 from .tokenizer import Tokenizer, pad
 
@@ -67,9 +67,24 @@ class LanguageModel:
         `input_ids`: a list of ids, a list of lists (padded here) or a (batch, length) array. Decoder-only
         models continue them (lists are left-padded); encoder-decoder models read them as the source (lists
         are right-padded) and return decoder ids that start with the decoder start token, as transformers does.
-        With `return_dict_in_generate=True` returns a GenerateResult with `sequences_scores` for beam search.
+        With `return_dict_in_generate=True` returns a GenerateResult with `sequences_scores` for beam search
+        and the `lengths` of the rows' new tokens.
         """
-        on_tokens = options.pop("on_tokens", None)
+        request, state = self._start(input_ids, attention_mask, options)
+        result = finish(search(state, request))
+        return result if request.config.return_dict_in_generate else result.sequences
+
+    def generate_steps(self, input_ids, attention_mask=None, **options: Any) -> Generator[Step | Done, None, None]:
+        """`generate` one model call per `next()`: a `Step` after each (with each row's token, except in beam
+        search), then `Done` with the GenerateResult. Closing the iterator stops generation.
+
+        Options are checked and the cache is allocated now, so bad input fails here rather than at `next()`.
+        """
+        request, state = self._start(input_ids, attention_mask, options)
+        return search(state, request)
+
+    def _start(self, input_ids, attention_mask, options: dict[str, Any]) -> tuple[Request, DecoderState]:
+        """Resolve a call into a `Request` (ids, mask, a config with a concrete max_length, rng) and a fresh cache."""
         config = self.generation_config(**options)
         cross = None
         if self.encoder is None:
@@ -80,17 +95,9 @@ class LanguageModel:
                 self.manifest.graph, self.manifest.kv_cache.num_layers, self.encoder.encode(source, source_mask), source_mask
             )
             ids, mask = self._decoder_start(len(source), config)
-        rows, prompt_length = ids.shape
-        context = self.manifest.context_length
-        if config.max_new_tokens is None and config.max_length is None:
-            # as transformers `_prepare_generated_length`: the default 20 new tokens stop at the context
-            config = config.replace(max_length=min(config.total_length(prompt_length), context))
-        # the session refuses a length past the context; generate_ids one that leaves no room after the prompt
-        rows_needed = rows * max(config.num_beams, config.num_return_sequences)
-        state = self.session.new_state(rows_needed, max(config.total_length(prompt_length), prompt_length), cross=cross)
-        rng = np.random.default_rng(config.seed)
-        result = generate_ids(state, ids, mask, config, rng=rng, on_tokens=on_tokens)
-        return result if config.return_dict_in_generate else result.sequences
+        rng = np.random.default_rng(config.seed) if config.do_sample else None
+        request = Request.resolve(ids, mask, config, rng, context=self.manifest.context_length)
+        return request, self.session.new_state(request.cache_rows, request.max_length, cross=cross)
 
     def _decoder_start(self, rows: int, config: GenerationConfig) -> tuple[np.ndarray, np.ndarray]:
         """The decoder's prompt of an encoder-decoder model: its start token in every row (ids, mask)."""
@@ -161,7 +168,8 @@ class LanguageModel:
         """Text in, the generated continuation out (special tokens dropped).
 
         `prompt`: a string; a list of strings (a batch, returns a list); or, for chat, a list of
-        {"role", "content"} messages. With stream=True returns an iterator of text pieces (one prompt only).
+        {"role", "content"} messages. With stream=True returns a generator of text pieces (one prompt only)
+        that returns the GenerateResult (StopIteration.value); closing it early stops generation.
         """
         batch = isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) and len(prompt) > 0
         prompts = prompt if batch else [prompt]
@@ -175,58 +183,29 @@ class LanguageModel:
         texts = self.tokenizer.batch_decode(self.new_tokens(sequences, max(len(r) for r in rows)), skip_special_tokens=True)
         return texts if batch or len(texts) > 1 else texts[0]
 
-    def _stream(self, ids: list[int], options: dict[str, Any]) -> Iterator[str]:
+    def _stream(self, ids: list[int], options: dict[str, Any]) -> Generator[str, None, GenerateResult]:
         config = self.generation_config(**options)
         if config.num_beams > 1 or config.num_return_sequences > 1:
             raise UsageError("streaming needs num_beams=1 and num_return_sequences=1; beam search decides at the end")
-        return _stream_in_thread(self, ids, options, set(config.eos_token_id))
+        return _text_pieces(self.generate_steps([ids], **options), TextStream(self.tokenizer))
 
 
-class _Cancelled(Exception):
-    pass
+def _text_pieces(steps: Generator[Step | Done, None, None], text: TextStream) -> Generator[str, None, GenerateResult]:
+    """The text of row 0's tokens as it becomes final, then the GenerateResult as the return value.
 
-
-_DONE = object()  # the end of a stream
-
-
-def _stream_in_thread(model: LanguageModel, ids: list[int], options: dict[str, Any], eos: set[int]) -> Iterator[str]:
-    """Run generation in a thread and yield text pieces as its tokens arrive; stops if the reader stops."""
-    pieces: queue.Queue = queue.Queue()
-    cancelled = threading.Event()
-    text = TextStream(model.tokenizer)
-    finished = [False]
-
-    def on_tokens(tokens: np.ndarray) -> None:
-        if cancelled.is_set():
-            raise _Cancelled
-        token = int(tokens[0])
-        if finished[0]:
-            return
-        if token in eos:
-            finished[0] = True
-        piece = text.push([token])
-        if piece:
-            pieces.put(piece)
-
-    def run() -> None:
-        try:
-            model.generate(ids, on_tokens=on_tokens, **options)
-            tail = text.flush()
-            if tail:
-                pieces.put(tail)
-            pieces.put(_DONE)
-        except _Cancelled:
-            pieces.put(_DONE)
-        except BaseException as exc:  # handed to the reader, who raises it
-            pieces.put(exc)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
+    Closing this generator closes `steps`, so the model makes no further call.
+    """
     try:
-        while (item := pieces.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        worker.join()
+        for event in steps:
+            if isinstance(event, Done):
+                result = event.result
+            elif event.live[0]:
+                piece = text.push([int(event.tokens[0])])
+                if piece:
+                    yield piece
     finally:
-        cancelled.set()
+        steps.close()
+    tail = text.flush()
+    if tail:
+        yield tail
+    return result

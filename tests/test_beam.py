@@ -14,7 +14,8 @@ import pytest
 
 from memgpt_runtime import beam as beam_module
 from memgpt_runtime.config import GenerationConfig
-from memgpt_runtime.search import generate_ids
+from memgpt_runtime.request import Done, Request, Step
+from memgpt_runtime.search import generate_ids, search
 from torch_state import TorchState, hf_generate, left_pad, tiny_gpt2, tiny_llama
 
 PROMPTS = [[5, 6, 7], [3, 4, 50, 6, 7, 9], [11, 12, 13, 14, 15]]
@@ -177,6 +178,7 @@ def test_beam_bookkeeping_by_hand(early_stopping, expected_ids, expected_scores,
     result = generate_ids(fake, np.array([[A]]), np.array([[1]]), config)
     np.testing.assert_array_equal(result.sequences, expected_ids)
     np.testing.assert_allclose(result.sequences_scores, expected_scores, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(result.lengths, [row.index(EOS_ID) for row in expected_ids])  # EOS counted, pad not
     assert fake.selects == expected_selects  # expand, then reorder; identity reorders are skipped
 
 
@@ -239,3 +241,35 @@ def test_cache_copy_plan_gives_the_rows_a_gather_gives(seed):
         data[target] = snapshots[source] if from_snapshot else data[source]
     np.testing.assert_array_equal(data, expected)
     assert len(snapshot_rows) <= n // 2  # at most one per cycle of two or more rows
+
+
+class CountingMarkov(MarkovFake):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+
+    def step(self, tokens):
+        self.steps += 1
+        return super().step(tokens)
+
+
+def beam_steps(max_new_tokens: int = 3):
+    fake = CountingMarkov()
+    config = GenerationConfig(num_beams=2, max_new_tokens=max_new_tokens, early_stopping="never", eos_token_id=EOS_ID)
+    return fake, search(fake, Request.resolve(np.array([[A]]), np.array([[1]]), config))
+
+
+def test_beam_search_yields_an_empty_step_per_model_call_then_its_result():
+    fake, steps = beam_steps()
+    events = list(steps)
+    assert [type(e) for e in events] == [Step, Step, Step, Done]  # "never" runs to max length: prefill + 2 steps
+    assert all(e.tokens is None and e.live is None for e in events[:-1])
+    assert fake.steps == 2
+    assert events[-1].result.sequences_scores.shape == (1,)
+
+
+def test_closing_beam_search_stops_the_model():
+    fake, steps = beam_steps()
+    next(steps)
+    steps.close()
+    assert fake.steps == 0

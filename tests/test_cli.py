@@ -62,6 +62,30 @@ def test_generate_stream_prints_the_same_text(tiny_llama_export, lm):
     assert run.stdout == lm.generate_text("Hello world", max_new_tokens=8) + "\n"
 
 
+def test_stream_and_plain_report_the_same_text_and_token_count(tiny_llama_export, lm):
+    # the tiny model repeats its last token; no_repeat_ngram_size=1 makes each new token new, and the third one EOS
+    ids = lm.tokenizer.encode("Hello world")
+    eos = int(lm.generate([ids], max_new_tokens=3, no_repeat_ngram_size=1, eos_token_id=[])[0, -1])
+    args = ("generate", tiny_llama_export, "Hello world", "--max-new-tokens", 8, "--no-repeat-ngram-size", 1, "--eos-token-id", eos)
+    plain, streamed, as_json = memgpt(*args), memgpt(*args, "--stream"), memgpt(*args, "--json")
+    assert streamed.returncode == plain.returncode == as_json.returncode == 0, streamed.stderr
+    assert streamed.stdout == plain.stdout
+    assert streamed.stderr.startswith(f"[{len(ids)} prompt tokens, 3 new tokens in ")
+    assert plain.stderr.startswith(f"[{len(ids)} prompt tokens, 3 new tokens in ")
+    assert json.loads(as_json.stdout)["outputs"][0]["token_ids"][-1] == eos
+    assert len(json.loads(as_json.stdout)["outputs"][0]["token_ids"]) == 3
+
+
+def test_generate_defaults_to_128_new_tokens_when_the_model_sets_no_length(tiny_gpt2_export):
+    gpt2 = mr.load(tiny_gpt2_export)
+    assert not {"max_new_tokens", "max_length"} & set(gpt2.manifest.generation_defaults)
+    run = memgpt("generate", tiny_gpt2_export, "Hello", "--eos-token-id", 0, "--json")
+    assert run.returncode == 0, run.stderr
+    body = json.loads(run.stdout)
+    expected = min(128, gpt2.manifest.context_length - body["prompt_tokens"])
+    assert len(body["outputs"][0]["token_ids"]) == expected
+
+
 def test_generate_translates_with_an_encoder_decoder_model(tiny_marian_export):
     lm = mr.load(tiny_marian_export)
     run = memgpt(

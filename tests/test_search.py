@@ -1,4 +1,5 @@
-"""Greedy search and the `generate_ids` entry point: parity with transformers 4.57 `generate()` and its contract."""
+"""Greedy search, its steps and the `generate_ids` entry point: parity with transformers 4.57 `generate()`, the
+step events (tokens, lengths, closing) over a scripted fake, and the contract."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from memgpt_runtime.config import GenerationConfig
 from memgpt_runtime.errors import UsageError
-from memgpt_runtime.search import GenerateResult, generate_ids
+from memgpt_runtime.request import Done, Request, Step
+from memgpt_runtime.search import GenerateResult, finish, generate_ids, search
 from torch_state import TorchState, hf_generate, left_pad, tiny_gpt2, tiny_llama
 
 PROMPTS = [[5, 6, 7], [3, 4, 50, 6, 7, 9], [11, 12, 13, 14, 15]]
@@ -72,13 +74,91 @@ def test_max_length_counts_the_prompt():
     np.testing.assert_array_equal(ours.sequences, theirs)
 
 
-def test_on_tokens_streams_each_step():
+def test_steps_yield_the_new_tokens_of_the_result():
     ids, mask = left_pad(PROMPTS)
-    steps: list[np.ndarray] = []
     config = GenerationConfig(max_new_tokens=7, eos_token_id=EOS["llama"], pad_token_id=3)
-    result = generate_ids(TorchState(model("llama")), ids, mask, config, on_tokens=steps.append)
-    assert [s.shape for s in steps] == [(3,)] * (result.sequences.shape[1] - 6)
-    np.testing.assert_array_equal(np.stack(steps, axis=1), result.sequences[:, 6:])
+    events = list(search(TorchState(model("llama")), Request.resolve(ids, mask, config)))
+    steps, done = events[:-1], events[-1]
+    assert all(isinstance(e, Step) for e in steps) and isinstance(done, Done)
+    new = done.result.sequences[:, 6:]
+    assert [s.tokens.shape for s in steps] == [(3,)] * new.shape[1]
+    np.testing.assert_array_equal(np.stack([s.tokens for s in steps], axis=1), new)
+    np.testing.assert_array_equal(np.stack([s.live for s in steps], axis=1).sum(axis=1), done.result.lengths)
+    assert set(new[np.arange(new.shape[1]) >= done.result.lengths[:, None]].tolist()) <= {3}, "after its length a row is padding"
+
+
+# ---- scripted fake: each row emits the tokens of its script, so the steps, lengths and model calls are exact
+
+EOS_ID, PAD = 1, 7
+
+
+class Scripted:
+    """A `DecoderState` whose row r's logits after t new tokens make `script[r][t]` the greedy pick; logs its calls."""
+
+    def __init__(self, script: list[list[int]], vocab: int = 8) -> None:
+        self.script = np.array(script)  # (rows, steps)
+        self.vocab = vocab
+        self.calls: list[str] = []
+
+    def _logits(self) -> np.ndarray:
+        t = len(self.calls) - 1  # new tokens so far
+        logits = np.zeros((len(self.script), self.vocab), dtype=np.float32)  # (rows, vocab)
+        logits[np.arange(len(self.script)), self.script[:, t]] = 1.0
+        return logits
+
+    def prefill(self, input_ids, attention_mask):
+        self.calls.append("prefill")
+        return self._logits()
+
+    def step(self, tokens):
+        self.calls.append("step")
+        return self._logits()
+
+    def select(self, rows):
+        raise AssertionError("greedy search never selects rows")
+
+
+SCRIPT = [[4, EOS_ID, 5, 5, 5], [4, 4, 4, EOS_ID, 5], [4, 4, 4, 4, 4]]
+
+
+def scripted_run(script=SCRIPT, max_new_tokens=5):
+    state = Scripted(script)
+    prompts = np.full((len(script), 2), 6, dtype=np.int64)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, eos_token_id=EOS_ID, pad_token_id=PAD)
+    return state, search(state, Request.resolve(prompts, np.ones_like(prompts), config))
+
+
+def test_lengths_count_the_eos_and_not_the_padding():
+    state, steps = scripted_run()
+    events = list(steps)
+    result = events[-1].result
+    np.testing.assert_array_equal(result.sequences[:, 2:], [[4, EOS_ID, PAD, PAD, PAD], [4, 4, 4, EOS_ID, PAD], [4] * 5])
+    np.testing.assert_array_equal(result.lengths, [2, 4, 5])
+    np.testing.assert_array_equal(
+        [e.live.tolist() for e in events[:-1]],
+        [[True, True, True], [True, True, True], [False, True, True], [False, True, True], [False, False, True]],
+    )
+    assert state.calls == ["prefill"] + ["step"] * 4  # no call after the last token
+
+
+def test_search_stops_when_every_row_has_finished():
+    state, steps = scripted_run([[EOS_ID, 5, 5], [4, EOS_ID, 5]])
+    result = finish(steps)
+    np.testing.assert_array_equal(result.sequences[:, 2:], [[EOS_ID, PAD], [4, EOS_ID]])
+    np.testing.assert_array_equal(result.lengths, [1, 2])
+    assert state.calls == ["prefill", "step"]
+
+
+@pytest.mark.parametrize("taken", [1, 2, 4])
+def test_closing_the_steps_stops_the_model(taken):
+    state, steps = scripted_run()
+    for _ in range(taken):
+        assert isinstance(next(steps), Step)
+    steps.close()
+    assert state.calls == ["prefill"] + ["step"] * (taken - 1)  # each step pauses before the next model call
+    with pytest.raises(StopIteration):
+        next(steps)
+    assert state.calls == ["prefill"] + ["step"] * (taken - 1)
 
 
 def test_sampling_with_top_k_1_is_greedy():
@@ -100,7 +180,8 @@ def test_sampling_returns_adjacent_copies_per_prompt():
 
 
 def test_result_is_a_small_dataclass():
-    assert GenerateResult(np.zeros((1, 2), dtype=np.int64)).sequences_scores is None
+    result = GenerateResult(np.zeros((1, 2), dtype=np.int64))
+    assert result.sequences_scores is None and result.lengths is None
 
 
 @pytest.mark.parametrize(

@@ -29,11 +29,17 @@ class MemgptEngine:
         self.lm = lm
 
     def generate(self, rows, new_tokens: int, beams: int = 1, on_token=None) -> list[list[int]]:
-        options = {"on_tokens": lambda tokens: on_token()} if on_token else {}
-        out = self.lm.generate(
+        from memgpt_runtime import Done
+
+        steps = self.lm.generate_steps(
             [list(r) for r in rows], max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams,
-            do_sample=False, **options,
+            do_sample=False,
         )  # fmt: skip
+        for event in steps:
+            if isinstance(event, Done):
+                out = event.result.sequences
+            elif on_token and event.tokens is not None:  # greedy: one call per new token
+                on_token()
         return self.lm.new_tokens(out, max(len(r) for r in rows)).tolist()
 
     def nll(self, ids: list[int]) -> np.ndarray:

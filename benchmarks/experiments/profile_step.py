@@ -33,7 +33,9 @@ lm = mr.load(folder, threads=2)
 ids = prompts.make_inputs(lm.tokenizer, suite.DEFAULT_SETTINGS)["chat"]
 lm.generate([ids], max_new_tokens=8, min_new_tokens=8)  # warm-up
 stamps = []
-lm.generate([ids], max_new_tokens=steps, min_new_tokens=steps, on_tokens=lambda t: stamps.append(time.perf_counter()))
+for event in lm.generate_steps([ids], max_new_tokens=steps, min_new_tokens=steps):
+    if isinstance(event, mr.Step):
+        stamps.append(time.perf_counter())
 trace = json.load(open(lm.session.session.end_profiling()))
 
 runs = [e for e in trace if e.get("cat") == "Session" and e["name"] == "model_run"]
