@@ -10,30 +10,22 @@ nothing heavy: the suite, torch and the engines load only when it runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
-
-from memgpt_runtime.cli import thread_count
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = HERE / ".cache"
 DEFAULT_RESULTS = HERE / "results"
 
 
-def _positive(text: str) -> int:
-    """argparse type of a count: a whole number >= 1."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return int(text)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run on tiny random models (a minute or two)")
     parser.add_argument("--out", type=Path, help="results folder: new, empty or an earlier run's (default benchmarks/results/<timestamp>)")
-    parser.add_argument("--threads", type=thread_count, default=2, help="threads for every engine (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     parser.add_argument("--engines", help="comma-separated engine names or prefixes, e.g. 'pytorch,memgpt' (default all)")
-    parser.add_argument("--repeats", type=_positive, help="timed repeats per workload (default 3)")
+    parser.add_argument("--repeats", type=int, help="timed repeats per workload (default 3)")
     parser.add_argument("--no-quality", action="store_true", help="skip perplexity and greedy agreement")
     parser.add_argument("--no-seq2seq", action="store_true", help="skip the encoder-decoder (Marian) part")
     parser.add_argument("--only-seq2seq", action="store_true", help="run only the encoder-decoder (Marian) part")
@@ -67,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
         print("error: --threads and --repeats must be at least 1", file=sys.stderr)
+        return 2
+    if args.threads > (os.cpu_count() or 1):
+        print(f"error: --threads must be at most {os.cpu_count()}, this machine's CPUs; more threads than CPUs only slow every engine", file=sys.stderr)
         return 2
     if args.no_seq2seq and args.only_seq2seq:
         print("error: --no-seq2seq and --only-seq2seq exclude each other; give one of them", file=sys.stderr)

@@ -7,13 +7,19 @@ stage. Every MemgptError becomes one line on stderr and a non-zero exit code; no
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import signal
 import sys
 import time
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from . import __version__
-from .errors import MemgptError, UsageError
+from .errors import MemgptError, ModelFolderError, UsageError
+from .perplexity import register as register_perplexity
+from .session import check_threads
 
 EARLY_STOPPING = {"true": True, "false": False, "never": "never"}
 
@@ -50,7 +56,15 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bad-words-ids", type=_token_lists, help="token sequences never to generate, as JSON: '[[5], [7, 8]]'")
     g.add_argument("--decoder-start-token-id", type=int, help="encoder-decoder models: the decoder's first token")
     g.add_argument("--renormalize-logits", action="store_const", const=True, help="log-softmax the scores after the processors")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads (default: one per physical core)")
+    parser.add_argument("--threads", type=thread_count, help=f"onnxruntime threads, 1 to {os.cpu_count()} (default: one per physical core)")
+
+
+def thread_count(text: str) -> int:
+    """argparse type of --threads: a whole number from 1 to this machine's CPU count."""
+    try:
+        return check_threads(int(text), "--threads")
+    except (ValueError, UsageError):
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {os.cpu_count()} (this machine's CPUs), got {text!r}") from None
 
 
 def _token_lists(text: str) -> list[list[int]]:
@@ -97,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--system", help="a system message that opens the conversation")
     add_generation_options(chat)
     chat.set_defaults(func=run_chat)
+
+    verify = sub.add_parser("verify", help="check every file of an exported folder against its manifest",
+                            description="Check the size and SHA-256 of every file of DIR against what the export recorded.")
+    verify.add_argument("model", metavar="DIR", help="a folder written by `memgpt export`")
+    verify.set_defaults(func=run_verify)
+
+    register_perplexity(sub)
 
     for plugin in entry_points(group="memgpt.commands"):
         try:
@@ -184,6 +205,24 @@ def run_chat(args: argparse.Namespace) -> int:
     return chat_loop(lm, with_length_default(generation_options(args), lm, 256), system=args.system)
 
 
+def run_verify(args: argparse.Namespace) -> int:
+    """One line per damaged, missing or unexpected file on stdout; exit 1 if there is any."""
+    from .integrity import content_problems
+    from .manifest import read_manifest
+
+    folder = Path(args.model)
+    manifest = read_manifest(folder, check_files=False)
+    if not manifest.files:
+        raise ModelFolderError(f"{folder} records no checksums (manifest version {manifest.version}); re-export it to verify it")
+    problems = content_problems(folder, manifest.files)
+    for line in problems:
+        print(f"{folder}: {line}")
+    if problems:
+        return 1
+    print(f"{folder}: {len(manifest.files)} files OK")
+    return 0
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """Parse with options and positionals in any order (`generate DIR --chat "prompt"` and the like)."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -200,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="replace")  # undecodable input bytes become U+FFFD, as in most tools
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args)
     except MemgptError as exc:
@@ -208,8 +250,26 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:
-        return 0
+        # the reader left (`| head`): stop quietly, as Unix tools do, and keep Python's exit flush from failing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM (`kill`, `timeout`, `docker stop`) as an exception, so cleanup runs as it does for Ctrl-C.
+
+    Not a KeyboardInterrupt: the chat loop reads Ctrl-C as "stop this reply", never as "stop the program".
+    """
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 if __name__ == "__main__":

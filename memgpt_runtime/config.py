@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
 from .errors import UsageError
 
 DEFAULT_NEW_TOKENS = 20  # transformers: a default max_length of 20 means 20 new tokens
@@ -44,6 +46,8 @@ class GenerationConfig:
     return_dict_in_generate: bool = False  # True = also return the beam scores (sequences_scores)
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # numpy scalars (np.int64(5), np.float32(0.7)) count as the Python values they hold
+            object.__setattr__(self, f.name, _plain(getattr(self, f.name)))
         eos = self.eos_token_id
         if eos is None:
             eos = ()
@@ -145,6 +149,15 @@ class GenerationConfig:
         if self.pad_token_id is not None:
             return self.pad_token_id
         return self.eos_token_id[0] if self.eos_token_id else None
+
+
+def _plain(value: Any) -> Any:
+    """`value` with numpy scalars, inside lists and tuples too, turned into Python bools, ints and floats."""
+    if isinstance(value, np.generic) and isinstance(value, (np.bool_, np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
 
 
 def _is_int(value: Any) -> bool:

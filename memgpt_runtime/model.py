@@ -9,6 +9,7 @@ starts from its start token, as transformers does. The search itself is in `sear
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ import numpy as np
 from .config import GenerationConfig
 from .encoder import CrossAttention, EncoderSession
 from .errors import UsageError
+from .inputs import attention_matrix, check_config_tokens, token_rows
 from .manifest import Manifest, read_manifest
 from .request import Done, GenerateResult, Request, Step
 from .search import finish, search
-from .session import DecoderSession, default_threads
+from .session import DecoderSession, check_threads, default_threads
 from .state import DecoderState
 from .stream import TextStream
 from .tokenizer import Tokenizer, pad
@@ -29,10 +31,12 @@ from .tokenizer import Tokenizer, pad
 
 def load(folder: str | Path, threads: int | None = None) -> "LanguageModel":
     """Load an exported folder: read its manifest, open its tokenizer and its ONNX Runtime session."""
+    threads = check_threads(threads) if threads is not None else default_threads()
+    if not isinstance(folder, (str, os.PathLike)):
+        raise UsageError(f"load() takes the path of an exported folder, got {type(folder).__name__}")
     folder = Path(folder)
     manifest = read_manifest(folder)
     tokenizer = Tokenizer(folder / manifest.tokenizer_file, manifest.tokens, manifest.chat_template)
-    threads = threads if threads is not None else default_threads()
     session = DecoderSession.from_manifest(folder, manifest, threads)
     encoder = EncoderSession.from_manifest(folder, manifest, threads) if manifest.encoder else None
     return LanguageModel(folder, manifest, tokenizer, session, encoder)
@@ -59,7 +63,9 @@ class LanguageModel:
         defaults.setdefault("eos_token_id", list(self.manifest.tokens.eos_token_ids))
         defaults.setdefault("pad_token_id", self.manifest.tokens.pad_token_id)
         defaults.setdefault("decoder_start_token_id", self.manifest.tokens.decoder_start_token_id)
-        return GenerationConfig.from_defaults(defaults, **options)
+        config = GenerationConfig.from_defaults(defaults, **options)
+        check_config_tokens(config, self.manifest.vocab_size)
+        return config
 
     def generate(self, input_ids, attention_mask=None, **options: Any) -> np.ndarray | GenerateResult:
         """Token ids in, (batch * num_return_sequences, prompt + new) int64 ids out, prompt included.
@@ -113,24 +119,13 @@ class LanguageModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(batch, length) int64 ids and mask from the caller's ids; lists of lists are padded on `side`."""
         pad_id = config.pad_id if config.pad_id is not None else 0
-        if isinstance(input_ids, np.ndarray):
-            ids = input_ids
-        elif isinstance(input_ids, (list, tuple)) and input_ids and all(isinstance(r, (list, tuple)) for r in input_ids):
-            if any(len(r) == 0 for r in input_ids):
-                raise UsageError("a prompt is empty; give every prompt at least one token")
-            ids, inferred = pad([list(r) for r in input_ids], pad_id, side)
-            if attention_mask is None and len({len(r) for r in input_ids}) > 1:
-                attention_mask = inferred
+        rows = token_rows(input_ids, self.manifest.vocab_size)
+        if isinstance(rows, np.ndarray):
+            ids = rows
         else:
-            ids = np.asarray(input_ids)
-        if ids.ndim == 1:
-            ids = ids[None, :]
-        if ids.ndim != 2 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
-            raise UsageError("input_ids must be a non-empty list of token ids or a (batch, length) integer array")
-        ids = ids.astype(np.int64)
-        vocab = self.manifest.vocab_size
-        if ids.min() < 0 or ids.max() >= vocab:
-            raise UsageError(f"token ids must be in [0, {vocab}), got {int(ids.min())}..{int(ids.max())}")
+            ids, inferred = pad(rows, pad_id, side)
+            if attention_mask is None and len({len(r) for r in rows}) > 1:
+                attention_mask = inferred
         if attention_mask is None:
             # as transformers `_prepare_attention_mask_for_generation`: padding is masked unless pad is an EOS id
             if config.pad_token_id is not None and config.pad_token_id not in config.eos_token_id:
@@ -138,10 +133,7 @@ class LanguageModel:
             else:
                 mask = np.ones_like(ids)
         else:
-            mask = np.asarray(attention_mask, dtype=np.int64)
-            mask = mask[None, :] if mask.ndim == 1 else mask
-            if mask.shape != ids.shape:
-                raise UsageError(f"attention_mask must have the shape of input_ids {ids.shape}, got {mask.shape}")
+            mask = attention_matrix(attention_mask, ids.shape)
         if side == "left" and not mask[:, -1].all():
             raise UsageError("prompts must be left-padded: the attention mask's last column must be all 1")
         if not mask.any(axis=1).all():
@@ -152,13 +144,24 @@ class LanguageModel:
         """The generated part of `generate`'s output: after the padded prompt, or after the decoder start token."""
         return sequences[:, 1 if self.encoder else prompt_width :]
 
+    def logits(self, input_ids) -> np.ndarray:
+        """(batch, seq, vocab) float32 logits at every position of `input_ids` (a list of ids, equal-length lists or
+        a (batch, seq) array), each row read from its first token: for scoring, reranking, perplexity."""
+        from .scoring import sequence_logits
+
+        return sequence_logits(self.session, self.manifest, input_ids)
+
     # -- text in, text out ---------------------------------------------------------------------------------
 
     def encode_prompt(self, prompt: str | list[dict[str, Any]], chat: bool = False) -> list[int]:
         """A prompt's ids: a plain string, or a user turn (or a whole conversation) through the chat template."""
         if isinstance(prompt, list):
+            if not prompt:
+                raise UsageError("the prompt is an empty list; give a string, a list of strings or a list of chat messages")
             return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str):
+            raise UsageError(f"the prompt must be a string (or, for chat, a list of messages), got {type(prompt).__name__}")
+        if not prompt.strip():
             raise UsageError("the prompt is empty; give some text to continue")
         if chat:
             return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)

@@ -165,8 +165,11 @@ def test_a_manifest_with_random_field_values_loads_or_says_what_is_wrong(tiny_ll
 MEMGPT = [sys.executable, "-m", "memgpt_runtime.cli"]
 
 
+TEXT_ARGUMENT = st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b and not b.startswith(b"-"))  # "-x" is an option
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(argument=st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b), stdin=st.binary(max_size=40))
+@given(argument=TEXT_ARGUMENT, stdin=st.binary(max_size=40))
 def test_the_cli_takes_any_bytes_as_text(tiny_llama_export, argument, stdin):
     for args, data in (([argument], None), (["-"], stdin)):
         run = subprocess.run([*MEMGPT, "generate", str(tiny_llama_export), *args, "--max-new-tokens", "2", "--quiet"],
