@@ -24,6 +24,7 @@ from .manifest_builder import build_manifest, token_spec
 from .onnx_graph import MODEL_FILE, export_graph, move_fp32_graph, save_onnx
 from .output_folder import check_output_folder, staging_folder
 from .progress import Progress
+from .every_position import with_every_position
 from .gguf_quantize import check_gguf_source, fallback_line, quantize_gguf
 from .quantize import check_scheme, fp32_description, quantize_graph
 from .seq2seq_graph import ENCODER_FILE, export_seq2seq_graphs
@@ -73,6 +74,7 @@ def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelS
     work = staging / WORK_SUBDIR
     with progress.step("export to ONNX"):
         fp32_path, decoder, method = export_graph(loaded.model, shape, work)
+        decoder = with_every_position(fp32_path, decoder)  # logits of every position on request (perplexity)
     with progress.step("validate fp32 graph against PyTorch"):
         cases = validation_cases(loaded.tokenizer, decoder.vocab_size, shape.context_length)
         references = torch_reference(loaded.model, cases)

@@ -56,7 +56,9 @@ class GraphSpec:
     A "concat" graph takes the attention mask and position ids and returns logits (batch, seq, vocab). A
     "shared" graph takes instead `seqlens_k` (batch,) int32, each row's tokens after this step minus one,
     `total_sequence_length` () int32, their maximum plus one, and `last_index` (batch,) int64, the position
-    in this step's input whose logits to return; its logits are (batch, vocab).
+    in this step's input whose logits to return; its logits are (batch, vocab). `all_positions`, when set, is a
+    `last_index` value that makes such a graph return the logits of every position of the step's input instead,
+    (batch * seq, vocab) row-major (scoring, perplexity); None: the graph cannot.
     """
 
     input_ids: str
@@ -66,6 +68,7 @@ class GraphSpec:
     seqlens_k: str | None = None
     total_sequence_length: str | None = None
     last_index: str | None = None
+    all_positions: int | None = None
     # encoder-decoder models only: the source mask (batch, source_len) and each layer's cross-attention
     # keys/values (batch, heads, source_len, head_size) as the encoder graph computed them
     encoder_attention_mask: str | None = None

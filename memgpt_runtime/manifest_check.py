@@ -60,6 +60,9 @@ def check_fields(manifest: Any, folder: Path, hint: str) -> None:
                   "encoder_attention_mask", "cross_key", "cross_value"):  # fmt: skip
         name(f"graph.{field}", getattr(graph, field), optional=True)
 
+    if graph.all_positions is not None and not (_is_int(graph.all_positions) and graph.all_positions < 0):
+        fail("graph.all_positions", "a negative last_index value or null", graph.all_positions)
+
     tokens = manifest.tokens
     if not isinstance(tokens.eos_token_ids, list):
         fail("tokens.eos_token_ids", "a list of token ids (possibly empty)", tokens.eos_token_ids)
