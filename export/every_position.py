@@ -11,6 +11,8 @@ The manifest records the value (`GraphSpec.all_positions`). Graphs without that 
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 ALL_POSITIONS = -1  # the `last_index` value that asks for every position
@@ -58,17 +60,17 @@ def enable_every_position(proto: Any) -> int | None:
     return ALL_POSITIONS
 
 
-def with_every_position(path: Any, decoder: Any) -> Any:
-    """Rewrite the fp32 graph file at `path` as above; the DecoderGraph with `graph.all_positions` set if it applied."""
-    from dataclasses import replace
-
+def with_every_position(folder: Path, manifest: Any) -> Any:
+    """Rewrite the decoder graph of the export in `folder` as above; the manifest, with `graph.all_positions` set
+    if it applied. Only the graph's nodes are rewritten: weights in an external data file are not read."""
     import onnx
 
-    from .onnx_graph import save_onnx
-
-    proto = onnx.load(str(path))
+    if manifest.kind != "decoder-only" or manifest.graph.last_index is None or manifest.graph.all_positions is not None:
+        return manifest
+    path = Path(folder) / manifest.model_file
+    proto = onnx.load(str(path), load_external_data=False)
     value = enable_every_position(proto)
     if value is None:
-        return decoder
-    save_onnx(proto, path.parent, path.name)
-    return replace(decoder, graph=replace(decoder.graph, all_positions=value))
+        return manifest
+    onnx.save_model(proto, str(path))
+    return replace(manifest, graph=replace(manifest.graph, all_positions=value))

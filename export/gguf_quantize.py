@@ -295,7 +295,7 @@ def fallback_line(description: dict[str, Any]) -> str | None:
     fallback = description.get("fallback") or {}
     if not fallback:
         return None
-    names = ", ".join(f"{node} ({why})" for node, why in list(fallback.items())[:4])
+    names = ", ".join(f"{node} ({why.split(': ', 1)[-1]})" for node, why in list(fallback.items())[:4])
     more = f" and {len(fallback) - 4} more" if len(fallback) > 4 else ""
     return f"gguf: {len(fallback)} weight(s) cannot keep the file's codes and fall back to {FALLBACK}: {names}{more}"
 

@@ -58,6 +58,7 @@ def export_model(
         steps = _encoder_decoder if architecture.kind == "encoder-decoder" else _decoder_only
         manifest = steps(loaded, architecture, shape, scheme, staging, progress)
         shutil.rmtree(staging / WORK_SUBDIR)
+        manifest = with_every_position(staging, manifest)  # logits of every position on request (perplexity)
         with progress.step("checksum files and write manifest"):
             write_manifest(manifest, staging)
     progress.say(f"wrote {target}")
@@ -74,7 +75,6 @@ def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelS
     work = staging / WORK_SUBDIR
     with progress.step("export to ONNX"):
         fp32_path, decoder, method = export_graph(loaded.model, shape, work)
-        decoder = with_every_position(fp32_path, decoder)  # logits of every position on request (perplexity)
     with progress.step("validate fp32 graph against PyTorch"):
         cases = validation_cases(loaded.tokenizer, decoder.vocab_size, shape.context_length)
         references = torch_reference(loaded.model, cases)
