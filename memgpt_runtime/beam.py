@@ -1,4 +1,4 @@
-"""Beam search over a `DecoderState`, equal token for token to transformers 4.57 `GenerationMixin._beam_search`.
+"""Beam search as a coroutine of model calls, equal token for token to transformers 4.57 `GenerationMixin._beam_search`.
 
 It keeps transformers' static-shaped, vectorised bookkeeping: per batch item `num_beams` running beams and
 `num_beams` finished-hypothesis slots, (batch, beams, max_length) id arrays, scores that carry -1e9 penalties
@@ -15,8 +15,7 @@ import numpy as np
 
 from .config import GenerationConfig
 from .processors import apply_processors, build_processors, log_softmax
-from .request import Done, GenerateResult, Request, Step
-from .state import DecoderState
+from .request import Done, Forward, GenerateResult, Prefill, Request, Select, Step
 
 _NEG = np.float32(-1.0e9)  # transformers' "very large negative value" used in place of masks
 
@@ -31,8 +30,8 @@ class _Hypotheses:
     finished: np.ndarray  # (batch, beams) bool (`is_sent_finished`)
 
 
-def beam_search(state: DecoderState, request: Request) -> Generator[Step | Done, None, None]:
-    """Beam search as steps: an empty `Step` after each model call, then `Done` with the result.
+def beam_calls(request: Request) -> Generator:
+    """Beam search as a coroutine of model calls (`search.calls`): an empty `Step` after each call, then `Done`.
 
     The result holds (batch * num_return, prompt + new) int64 sequences, their (batch * num_return,) float32
     scores and lengths. Follows `_beam_search`: log_softmax, processors on log-probs, add running scores, top
@@ -62,8 +61,8 @@ def beam_search(state: DecoderState, request: Request) -> Generator[Step | Done,
     )
     improvable = np.ones((batch, 1), dtype=bool)  # `is_early_stop_heuristic_unsatisfied`
 
-    logits = state.prefill(input_ids, request.attention_mask)  # (batch, vocab)
-    state.select(np.repeat(np.arange(batch), beams))
+    logits = yield Prefill(input_ids, request.attention_mask)  # (batch, vocab)
+    yield Select(np.repeat(np.arange(batch), beams))
     logits = np.repeat(logits, beams, axis=0)  # (batch * beams, vocab), as transformers' expanded prefill
     vocab = logits.shape[-1]
     cur_len = prompt_len
@@ -102,8 +101,8 @@ def beam_search(state: DecoderState, request: Request) -> Generator[Step | Done,
 
         beam_rows = (source + np.arange(batch)[:, None] * beams).reshape(-1)  # (batch * beams,) cache rows to keep
         if not np.array_equal(beam_rows, np.arange(batch * beams)):
-            state.select(beam_rows)
-        logits = state.step(running[:, :, cur_len - 1].reshape(-1))
+            yield Select(beam_rows)
+        logits = yield Forward(running[:, :, cur_len - 1].reshape(-1))
 
     # "prepare outputs": best num_return_sequences per item, cropped to the longest of them
     n = config.num_return_sequences

@@ -90,7 +90,17 @@ class LanguageModel:
         return search(state, request)
 
     def _start(self, input_ids, attention_mask, options: dict[str, Any]) -> tuple[Request, DecoderState]:
-        """Resolve a call into a `Request` (ids, mask, a config with a concrete max_length, rng) and a fresh cache."""
+        """Resolve a call into a `Request` and a fresh cache."""
+        request, cross = self.resolve(input_ids, attention_mask, **options)
+        return request, self.new_state(request, cross)
+
+    def new_state(self, request: Request, cross: CrossAttention | None = None) -> DecoderState:
+        """A cache that holds `request` to its end (the encoder's `cross` attention for an encoder-decoder)."""
+        return self.session.new_state(request.cache_rows, request.max_length, cross=cross)
+
+    def resolve(self, input_ids, attention_mask=None, **options: Any) -> tuple[Request, CrossAttention | None]:
+        """A call's `Request` (ids, mask, a config with a concrete max_length, rng), checked, and for an
+        encoder-decoder model the encoder's cross attention of its sources (the encoder runs here)."""
         config = self.generation_config(**options)
         cross = None
         if self.encoder is None:
@@ -102,8 +112,7 @@ class LanguageModel:
             )
             ids, mask = self._decoder_start(len(source), config)
         rng = np.random.default_rng(config.seed) if config.do_sample else None
-        request = Request.resolve(ids, mask, config, rng, context=self.manifest.context_length)
-        return request, self.session.new_state(request.cache_rows, request.max_length, cross=cross)
+        return Request.resolve(ids, mask, config, rng, context=self.manifest.context_length), cross
 
     def _decoder_start(self, rows: int, config: GenerationConfig) -> tuple[np.ndarray, np.ndarray]:
         """The decoder's prompt of an encoder-decoder model: its start token in every row (ids, mask)."""

@@ -1,4 +1,5 @@
-"""What a search takes and gives: the resolved `Request`, the `Step` and `Done` events, the `GenerateResult`.
+"""What a search takes and gives: the resolved `Request`, the model calls it asks for (`Prefill`, `Select`,
+`Forward`), the `Step` and `Done` events, the `GenerateResult`.
 
 `resolve_length` is the one place the length policy lives (max_new_tokens, max_length, the default, the
 model's context). The search that consumes a request is `search.py`/`beam.py`; turning a caller's ids and
@@ -112,6 +113,28 @@ class GenerateResult:
     # (batch * num_return_sequences,) int64 new tokens of each row before its padding, EOS included; a search
     # always sets it
     lengths: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """A model call a search asks for: run the prompt; the reply is the (rows, vocab) logits of each last token."""
+
+    input_ids: np.ndarray  # (rows, prompt_len) int64, left-padded
+    attention_mask: np.ndarray  # (rows, prompt_len) int64
+
+
+@dataclass(frozen=True)
+class Select:
+    """A cache operation a search asks for: row i becomes old row rows[i] (expand, reorder, drop). No reply."""
+
+    rows: np.ndarray  # (new rows,) int64
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A model call a search asks for: one token more in every row; the reply is the (rows, vocab) logits."""
+
+    tokens: np.ndarray  # (rows,) int64
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
-"""Token generation over a `DecoderState` as a generator of steps: greedy and multinomial sampling here, beam
-search in `beam.py`.
+"""Token generation as a coroutine of model calls: greedy and multinomial sampling here, beam search in `beam.py`.
 
-`search` yields a `Step` after every model call and ends with `Done` (see `request.py` and
-docs/generation.md); `generate_ids` runs one to its end. Both equal transformers 4.57 `generate()` token for
-token for the options `GenerationConfig` carries. The model, its cache and tokenization are elsewhere
-(`session.py`, `tokenizer.py`); so is resolving a caller's options into a `Request` (`model.py`).
+`calls(request)` is the search itself, pure numpy: it yields the model calls it needs (`Prefill`, `Select`,
+`Forward`), receives each call's logits through `send`, and yields a `Step` after each call and `Done` at the
+end (see `request.py` and docs/generation.md). Whoever owns a KV cache performs the calls: `drive` on one
+`DecoderState` (what `generate()` does), the engine on its shared slots, one batched step for many searches.
+`search` is `drive` over `calls`; `generate_ids` runs one to its end. They equal transformers 4.57
+`generate()` token for token for the options `GenerationConfig` carries. The model, its cache and
+tokenization are elsewhere (`session.py`, `tokenizer.py`); so is resolving a caller's options into a
+`Request` (`model.py`).
 """
 
 from __future__ import annotations
@@ -13,25 +16,60 @@ from collections.abc import Generator, Iterable
 
 import numpy as np
 
-from .beam import beam_search
+from .beam import beam_calls
 from .config import GenerationConfig
 from .processors import apply_processors, build_processors
-from .request import Done, GenerateResult, Request, Step
+from .request import Done, Forward, GenerateResult, Prefill, Request, Select, Step
 from .sampling import greedy_tokens, sample_tokens
 from .state import DecoderState
 
-__all__ = ["DecoderState", "Done", "GenerateResult", "Request", "Step", "finish", "generate_ids", "search"]
+__all__ = ["DecoderState", "Done", "GenerateResult", "Request", "Step", "calls", "drive", "finish", "generate_ids",
+           "search"]  # fmt: skip
+
+Call = Prefill | Select | Forward
+Calls = Generator["Call | Step | Done", "np.ndarray | None", None]
+
+
+def calls(request: Request) -> Calls:
+    """The coroutine of one generation: greedy, sampling or beam search per `request.config`.
+
+    Send None to start it and after every event but `Prefill` and `Forward`, whose reply is the (rows, vocab)
+    logits of the call.
+    """
+    if request.config.num_beams > 1:
+        return beam_calls(request)
+    return _greedy_or_sample(request)
+
+
+def drive(state: DecoderState, steps: Calls) -> Generator[Step | Done, None, None]:
+    """Perform a search's model calls on `state`; yield its `Step`s and its `Done`.
+
+    Each `next()` runs at most one model call. Closing this generator stops the search before its next call;
+    the state is then left as it was, for the caller to discard.
+    """
+    reply = None
+    try:
+        while True:
+            event = steps.send(reply)
+            if isinstance(event, Prefill):
+                reply = state.prefill(event.input_ids, event.attention_mask)
+            elif isinstance(event, Forward):
+                reply = state.step(event.tokens)
+            elif isinstance(event, Select):
+                state.select(event.rows)
+                reply = None
+            else:
+                reply = None
+                yield event
+                if isinstance(event, Done):
+                    return
+    finally:
+        steps.close()
 
 
 def search(state: DecoderState, request: Request) -> Generator[Step | Done, None, None]:
-    """The steps of one generation: greedy, sampling or beam search per `request.config`.
-
-    Each `next()` runs at most one model call. Closing the iterator stops the search before its next call;
-    the state is then left as it was, for the caller to discard.
-    """
-    if request.config.num_beams > 1:
-        return beam_search(state, request)
-    return _greedy_or_sample(state, request)
+    """The steps of one generation on `state` (`drive` over `calls`)."""
+    return drive(state, calls(request))
 
 
 def finish(steps: Iterable[Step | Done]) -> GenerateResult:
@@ -57,7 +95,7 @@ def generate_ids(
     return finish(search(state, Request.resolve(input_ids, attention_mask, config, rng)))
 
 
-def _greedy_or_sample(state: DecoderState, request: Request) -> Generator[Step | Done, None, None]:
+def _greedy_or_sample(request: Request) -> Calls:
     """The loop of transformers `GenerationMixin._sample` as steps: process, pick, pad finished rows, pause, stop
     when all rows are done."""
     config, input_ids = request.config, request.input_ids
@@ -66,12 +104,12 @@ def _greedy_or_sample(state: DecoderState, request: Request) -> Generator[Step |
     eos = np.asarray(config.eos_token_id, dtype=np.int64)  # (n_eos,)
     pad = config.pad_id
 
-    logits = state.prefill(input_ids, request.attention_mask)  # (batch, vocab)
+    logits = yield Prefill(input_ids, request.attention_mask)  # (batch, vocab)
     copies = config.num_return_sequences  # > 1 only when sampling
     if copies > 1:
         # as `_expand_inputs_for_generation`: each prompt repeated, its copies adjacent
         rows = np.repeat(np.arange(input_ids.shape[0]), copies)
-        state.select(rows)
+        yield Select(rows)
         logits, input_ids = logits[rows], input_ids[rows]
 
     ids = np.empty((input_ids.shape[0], max_length), dtype=np.int64)  # (rows, max_length), filled as we go
@@ -93,5 +131,5 @@ def _greedy_or_sample(state: DecoderState, request: Request) -> Generator[Step |
         yield Step(tokens.copy(), live)  # the caller's to keep: `tokens` also feeds the model
         if cur_len >= max_length or not unfinished.any():
             break
-        logits = state.step(tokens)
+        logits = yield Forward(tokens)
     yield Done(GenerateResult(ids[:, :cur_len], None, lengths))

@@ -19,8 +19,12 @@ from .concat_cache import ConcatCache
 from .errors import ModelFolderError, PromptTooLongError, UsageError
 from .manifest import REEXPORT_HINT, GraphSpec, KVCacheSpec, Manifest
 from .shared_cache import SharedCache
+from .slots import min_rows_of
 
 CACHES = {"concat": ConcatCache, "shared": SharedCache}
+# prompts run in chunks of this many positions from their start, in `generate()` as in the engine: one chunk
+# is the longest the engine makes other requests wait, and chunk boundaries change the last bits of the logits
+PREFILL_CHUNK = 256
 LAYOUT_INPUTS = {"concat": (), "shared": ("seqlens_k", "total_sequence_length", "last_index")}  # GraphSpec names each needs
 
 
@@ -62,6 +66,7 @@ class DecoderSession:
         if kv_cache.layout not in CACHES:
             raise ModelFolderError(f"unknown KV cache layout {kv_cache.layout!r}; {REEXPORT_HINT}")
         self.session = open_session(path, threads)
+        self._min_rows = None
         self._check_io()
 
     @classmethod
@@ -132,7 +137,16 @@ class DecoderSession:
             if self.kv_cache.layout != "concat":
                 raise ModelFolderError(f"encoder-decoder graphs need the 'concat' KV cache layout; {REEXPORT_HINT}")
             return ConcatCache(self, max_rows, max_length, cross=cross)
-        return CACHES[self.kv_cache.layout](self, max_rows, max_length)
+        if self.kv_cache.layout == "shared":
+            return SharedCache(self, max_rows, max_length, PREFILL_CHUNK)
+        return ConcatCache(self, max_rows, max_length)
+
+    @property
+    def min_rows(self) -> int:
+        """The fewest rows a decode step of a "shared" graph runs so that no answer depends on the batch (slots.py)."""
+        if self._min_rows is None:
+            self._min_rows = min_rows_of(self)
+        return self._min_rows
 
 
 def physical_memory() -> int:

@@ -3,7 +3,7 @@
 Tiny folders: `tiny_llama_dir` (GQA, tied head, like SmolLM2), `tiny_qwen2_dir`, `tiny_gpt2_dir`.
 Tiny exports: `tiny_llama_export` (fp32), `tiny_llama_int8`, `tiny_llama_int4`, `tiny_gpt2_export`,
 `tiny_qwen2_export` (fp32). Slow (real default model, for `@pytest.mark.slow` tests): `smollm2_fp32_export`,
-`smollm2_int8_export`. Nothing here touches the network. Other test files rely on these names: keep them.
+`smollm2_int8_export`, `smollm2_int4_export`. Nothing here touches the network. Other test files rely on these names: keep them.
 """
 
 from __future__ import annotations
@@ -80,6 +80,15 @@ def smollm2_int8_export(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("export") / "smollm2-int8"
     return export_model(None, output=folder, quantize="int8", progress=Progress(quiet=True))
+
+
+@pytest.fixture(scope="session")
+def smollm2_int4_export(tmp_path_factory) -> Path:
+    from export import export_model
+    from export.progress import Progress
+
+    folder = tmp_path_factory.mktemp("export") / "smollm2-int4"
+    return export_model(None, output=folder, quantize="int4", progress=Progress(quiet=True))
 
 
 # Encoder-decoder models (issue #6): tiny T5, BART and Marian folders, their fp32 exports, and two quantized ones.

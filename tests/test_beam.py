@@ -228,7 +228,7 @@ def test_topk_of_long_rows_is_exact_with_ties_to_the_lower_index(seed, k):
 @pytest.mark.parametrize("seed", range(40))
 def test_cache_copy_plan_gives_the_rows_a_gather_gives(seed):
     """Beam reorders copy rows in place; the plan must reproduce `rows[new] = rows[old]`, cycles included."""
-    from memgpt_runtime.shared_cache import copy_plan
+    from memgpt_runtime.slots import copy_plan
 
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 9))

@@ -1,0 +1,116 @@
+"""The engine's scheduling policy: who waits, who gets slots, whose prompt chunk runs next.
+
+Pure bookkeeping over `Ticket`s, with no model and no threads, so it can be tested with fake requests:
+- a bounded FIFO queue: a full queue refuses new work (`QueueFull`) instead of growing;
+- admission in arrival order (no overtaking, so a wide beam request is never starved by narrow ones), each
+  ticket into the lowest run of free contiguous slots wide enough for all its rows;
+- one prompt chunk per engine iteration, oldest first, between two decode steps, so a long prompt delays the
+  others' next tokens by one chunk at most;
+- decode steps over slots 0..high-water, the lowest placement keeping that mark low.
+Chunk boundaries lie at fixed multiples of the chunk size from the start of each prompt (`chunk_bounds`), the
+same whoever else runs, because a chunked prefill is not bit-identical to an unchunked one.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .errors import MemgptError, UsageError
+
+
+class QueueFull(MemgptError):
+    """The engine's queue is full: the caller should retry later (HTTP 503 with Retry-After)."""
+
+
+@dataclass(eq=False)
+class Ticket:
+    """The scheduler's view of one request: how many slots it needs and how much prompt it still has to prefill."""
+
+    rows: int  # slots it holds while it runs (beams, or returned sequences)
+    prompt_len: int  # positions of its prompt
+    prefilled: int = 0  # positions of its prompt already in its slots (a reused prefix counts)
+    start: int | None = None  # its first slot once placed
+    payload: object = field(default=None, repr=False)  # the engine's own state of the request
+
+    @property
+    def placed(self) -> bool:
+        return self.start is not None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.placed and self.prefilled < self.prompt_len
+
+
+def chunk_bounds(prefilled: int, prompt_len: int, chunk: int) -> tuple[int, int]:
+    """The next chunk of a prompt, [begin, end): it ends at the next multiple of `chunk` or at the prompt's end."""
+    end = min((prefilled // chunk + 1) * chunk, prompt_len)
+    return prefilled, end
+
+
+class Scheduler:
+    def __init__(self, slots: int, max_queue: int):
+        if slots < 1 or max_queue < 1:
+            raise UsageError(f"an engine needs at least one slot and a queue of at least one, got {slots} and {max_queue}")
+        self.slots, self.max_queue = slots, max_queue
+        self.waiting: deque[Ticket] = deque()
+        self.running: list[Ticket] = []  # placed tickets, in admission order
+        self._owner: list[Ticket | None] = [None] * slots
+
+    def submit(self, ticket: Ticket) -> None:
+        if ticket.rows > self.slots:
+            raise UsageError(
+                f"the request needs {ticket.rows} slots (one per beam or returned sequence), the engine has {self.slots}; "
+                "lower num_beams / n or start the engine with more slots"
+            )
+        if len(self.waiting) >= self.max_queue:
+            raise QueueFull(f"the engine's queue is full ({self.max_queue} requests waiting); retry later")
+        self.waiting.append(ticket)
+
+    def admit(self) -> list[Ticket]:
+        """Place waiting tickets, in order, while the head finds room; return the ones placed."""
+        placed = []
+        while self.waiting:
+            start = self._free_run(self.waiting[0].rows)
+            if start is None:
+                break
+            ticket = self.waiting.popleft()
+            ticket.start = start
+            for slot in range(start, start + ticket.rows):
+                self._owner[slot] = ticket
+            self.running.append(ticket)
+            placed.append(ticket)
+        return placed
+
+    def next_prefill(self) -> Ticket | None:
+        """The oldest placed ticket with prompt left to prefill."""
+        return next((t for t in self.running if t.prefilling), None)
+
+    def decoding(self) -> list[Ticket]:
+        """Placed tickets whose prompts are in: they take part in the next decode step."""
+        return [t for t in self.running if not t.prefilling]
+
+    def high_water(self) -> int:
+        """One past the highest slot any decoding ticket holds (0 if none decodes)."""
+        return max((t.start + t.rows for t in self.running if not t.prefilling), default=0)
+
+    def remove(self, ticket: Ticket) -> None:
+        """Forget a ticket, waiting or running; its slots become free."""
+        if ticket in self.waiting:
+            self.waiting.remove(ticket)
+        if ticket in self.running:
+            self.running.remove(ticket)
+            for slot in range(ticket.start, ticket.start + ticket.rows):
+                self._owner[slot] = None
+
+    @property
+    def idle(self) -> bool:
+        return not self.waiting and not self.running
+
+    def _free_run(self, width: int) -> int | None:
+        run = 0
+        for slot, owner in enumerate(self._owner):
+            run = run + 1 if owner is None else 0
+            if run == width:
+                return slot - width + 1
+        return None
