@@ -21,6 +21,7 @@ Why not float zero points (one MatMulNBits for Q4_1): onnxruntime runs them 60-1
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from .quantize import (ACCURACY_LEVEL, _FLOATS, _name_unnamed_nodes, _quantize_e
 SCHEME = "gguf"
 FALLBACK = "int8"  # what a weight the file cannot give exactly becomes: 8-bit round-to-nearest (quantize.py)
 GATHER_BITS = (4, 8)  # GatherBlockQuantized's widths
+CENTER_MINIMUMS = True  # see _centered
 MINIMUMS_SUFFIX = "_minimums"  # the float MatMul of block sums by minimums (small: K/block rows)
 
 
@@ -182,6 +184,7 @@ def _run_nodes(x: str, blocks: ExactBlocks, name: str, out: str) -> tuple[list[A
     """One MatMulNBits (+ the minimums' product) computing x @ blocks^T into `out`."""
     from onnx import helper, numpy_helper
 
+    blocks = _centered(blocks)
     n, k = blocks.codes.shape
     size, bits, zero = blocks.block_size, blocks.bits, blocks.zero_point
     k_blocks = k // size
@@ -215,6 +218,19 @@ def _run_nodes(x: str, blocks: ExactBlocks, name: str, out: str) -> tuple[list[A
         helper.make_node("Add", [codes_part, f"{name}/minimums"], [out], name=f"{name}_add_minimums"),
     ]  # fmt: skip
     return nodes, tensors
+
+
+def _centered(blocks: ExactBlocks) -> ExactBlocks:
+    """4-bit codes with minimums around MatMulNBits' default zero point 8, `d(q - 8) + (m + 8d)`, when every `m + 8d`
+    is exact in float32 (else as they are): no zero-point tensor to read, the kernels' symmetric path."""
+    center = 2 ** (blocks.bits - 1)
+    # subtle: 4-bit only; codes 0..31 around 128 would make the two terms large and cancelling in float32
+    if blocks.minimums is None or blocks.zero_point != 0 or blocks.bits != 4 or not CENTER_MINIMUMS:
+        return blocks
+    shifted = blocks.minimums + np.float32(center) * blocks.scales
+    if not np.array_equal(shifted.astype(np.float64) - np.float64(center) * blocks.scales, blocks.minimums):
+        return blocks
+    return replace(blocks, zero_point=center, minimums=shifted)
 
 
 def _exact_embeddings(proto: Any, rows: GGUFRows, tensors: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
