@@ -184,6 +184,9 @@ class LanguageModel:
         that returns the GenerateResult (StopIteration.value); closing it early stops generation.
         """
         batch = isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) and len(prompt) > 0
+        if isinstance(prompt, list) and not batch and any(isinstance(p, str) for p in prompt):
+            kinds = ", ".join(sorted({type(p).__name__ for p in prompt}))
+            raise UsageError(f"a batch of prompts must be all strings, got a list of {kinds}")
         prompts = prompt if batch else [prompt]
         rows = [self.encode_prompt(p, chat) for p in prompts]
         if stream:

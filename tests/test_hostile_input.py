@@ -103,7 +103,11 @@ def test_text_that_is_not_valid_unicode_reads_as_replacement_characters(lm):
     )
 
 
-@pytest.mark.parametrize("prompt, message", [(123, "must be a string.*got int"), (None, "got NoneType"), (b"hi", "got bytes")])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [(123, "must be a string.*got int"), (None, "got NoneType"), (b"hi", "got bytes"),
+     (["hi", 5], "a batch of prompts must be all strings, got a list of int, str")],
+)  # fmt: skip
 def test_a_prompt_that_is_not_text_says_so(lm, prompt, message):
     with pytest.raises(mr.UsageError, match=message):
         lm.generate_text(prompt)
