@@ -36,6 +36,8 @@ class GenerationConfig:
     num_return_sequences: int = 1  # >= 1, at most num_beams
     no_repeat_ngram_size: int = 0  # >= 0; 0 = off
     repetition_penalty: float = 1.0  # > 0; 1.0 = off
+    presence_penalty: float = 0.0  # in [-2, 2], subtracted once from every token already generated; 0 = off (OpenAI)
+    frequency_penalty: float = 0.0  # in [-2, 2], subtracted per occurrence in the generated tokens; 0 = off (OpenAI)
     eos_token_id: tuple[int, ...] = ()  # ids that end a sequence; () = never stop early
     pad_token_id: int | None = None  # id that fills finished rows; None = the first EOS id
     forced_bos_token_id: int | None = None  # the first new token is forced to this id; None = off
@@ -44,6 +46,7 @@ class GenerationConfig:
     decoder_start_token_id: int | None = None  # encoder-decoder models: the decoder's first input
     renormalize_logits: bool = False  # log-softmax the scores again after every processor; False = off
     return_dict_in_generate: bool = False  # True = also return the beam scores (sequences_scores)
+    logprobs: int | None = None  # >= 0: each Step carries its tokens' log-probabilities and this many top ones; None = off
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy scalars (np.int64(5), np.float32(0.7)) count as the Python values they hold
@@ -76,6 +79,9 @@ class GenerationConfig:
         _check_int(self, "num_return_sequences", 1)
         _check_int(self, "no_repeat_ngram_size", 0)
         _check_float(self, "repetition_penalty", low=0.0, low_open=True)
+        _check_float(self, "presence_penalty", low=-2.0, high=2.0)
+        _check_float(self, "frequency_penalty", low=-2.0, high=2.0)
+        _check_int(self, "logprobs", 0, optional=True)
         _check_int(self, "pad_token_id", 0, optional=True)
         _check_int(self, "forced_bos_token_id", 0, optional=True)
         _check_int(self, "decoder_start_token_id", 0, optional=True)
@@ -97,6 +103,8 @@ class GenerationConfig:
 
         if self.do_sample and self.num_beams > 1:
             raise UsageError("do_sample with num_beams > 1 (beam sampling) is not supported; use one or the other")
+        if self.logprobs is not None and self.num_beams > 1:
+            raise UsageError("logprobs needs num_beams=1: beam search decides its tokens only at the end")
         if self.num_beams == 1 and not self.do_sample and self.num_return_sequences > 1:
             raise UsageError(
                 f"num_return_sequences must be 1 for greedy search, got {self.num_return_sequences}; "

@@ -32,6 +32,21 @@ def repetition_penalty(ids: np.ndarray, scores: np.ndarray, penalty: float) -> n
     return out
 
 
+def presence_frequency_penalty(
+    ids: np.ndarray, scores: np.ndarray, prompt_length: int, presence: float, frequency: float
+) -> np.ndarray:
+    """Subtract `frequency` per occurrence and `presence` once from every token generated so far (the prompt
+    does not count): OpenAI's penalties as vllm-project/vllm `model_executor/layers/utils.py` `apply_penalties`
+    applies them (`logits -= frequency * counts; logits -= presence * (counts > 0)`)."""
+    rows, vocab = scores.shape
+    generated = ids[:, prompt_length:]  # (rows, new)
+    if generated.shape[1] == 0:
+        return scores
+    flat = (np.arange(rows)[:, None] * vocab + generated).ravel()
+    counts = np.bincount(flat, minlength=rows * vocab).reshape(rows, vocab).astype(np.float32)  # (rows, vocab)
+    return scores - np.float32(frequency) * counts - np.float32(presence) * (counts > 0)
+
+
 def no_repeat_ngram(ids: np.ndarray, scores: np.ndarray, size: int) -> np.ndarray:
     """Ban (-inf) every token that would complete an n-gram of `size` already present in the row's ids.
 
@@ -149,6 +164,10 @@ def build_processors(config: GenerationConfig, prompt_length: int) -> list[Proce
     eos = config.eos_token_id
     if config.repetition_penalty != 1.0:
         chain.append(partial(repetition_penalty, penalty=config.repetition_penalty))
+    if config.presence_penalty != 0.0 or config.frequency_penalty != 0.0:
+        # vLLM applies these right after the repetition penalty, before temperature and the top-k/top-p filters
+        chain.append(partial(presence_frequency_penalty, prompt_length=prompt_length,
+                             presence=config.presence_penalty, frequency=config.frequency_penalty))  # fmt: skip
     if config.no_repeat_ngram_size > 0:
         chain.append(partial(no_repeat_ngram, size=config.no_repeat_ngram_size))
     if config.bad_words_ids:

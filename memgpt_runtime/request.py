@@ -138,6 +138,16 @@ class Forward:
 
 
 @dataclass(frozen=True)
+class TokenLogprobs:
+    """One step's log-probabilities under the model's own distribution (its logits before any processor, as
+    vLLM's default `raw_logprobs`); asked for with `GenerationConfig.logprobs`."""
+
+    chosen: np.ndarray  # (rows,) float32 log-probability of each row's token
+    top_ids: np.ndarray  # (rows, k) int64 the k most likely tokens, most likely first
+    top: np.ndarray  # (rows, k) float32 their log-probabilities
+
+
+@dataclass(frozen=True)
 class Step:
     """One model call of a search is done (the prefill, or one decode step); the search waits for `next()`.
 
@@ -146,6 +156,7 @@ class Step:
 
     tokens: np.ndarray | None = None  # (rows,) int64 this step's token of each row, pad once the row finished
     live: np.ndarray | None = None  # (rows,) bool the row was still generating: its token counts (EOS included)
+    logprobs: TokenLogprobs | None = None  # greedy and sampling with `logprobs` set; None otherwise
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .processors import log_softmax
+from .request import TokenLogprobs
+
 
 def probabilities(scores: np.ndarray) -> np.ndarray:
     """Softmax of (rows, vocab) scores in float64; -inf scores get probability exactly 0."""
@@ -34,3 +37,14 @@ def sample_tokens(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def greedy_tokens(scores: np.ndarray) -> np.ndarray:
     """(rows, vocab) scores -> (rows,) int64 argmax, the first index on ties (as `torch.argmax`)."""
     return scores.argmax(axis=-1).astype(np.int64)
+
+
+def token_logprobs(logits: np.ndarray, tokens: np.ndarray, k: int) -> TokenLogprobs:
+    """The log-probability of each row's token in (rows, vocab) raw logits, and the k most likely tokens."""
+    logprobs = log_softmax(np.asarray(logits, dtype=np.float32))  # (rows, vocab)
+    rows = np.arange(logprobs.shape[0])
+    k = min(k, logprobs.shape[1])
+    top_ids = np.argpartition(-logprobs, k - 1, axis=-1)[:, :k] if k else np.zeros((len(rows), 0), np.int64)  # (rows, k)
+    order = np.argsort(-np.take_along_axis(logprobs, top_ids, axis=-1), axis=-1, kind="stable")
+    top_ids = np.take_along_axis(top_ids, order, axis=-1).astype(np.int64)
+    return TokenLogprobs(logprobs[rows, tokens], top_ids, np.take_along_axis(logprobs, top_ids, axis=-1))

@@ -20,7 +20,7 @@ from .beam import beam_calls
 from .config import GenerationConfig
 from .processors import apply_processors, build_processors
 from .request import Done, Forward, GenerateResult, Prefill, Request, Select, Step
-from .sampling import greedy_tokens, sample_tokens
+from .sampling import greedy_tokens, sample_tokens, token_logprobs
 from .state import DecoderState
 
 __all__ = ["DecoderState", "Done", "GenerateResult", "Request", "Step", "calls", "drive", "finish", "generate_ids",
@@ -125,10 +125,11 @@ def _greedy_or_sample(request: Request) -> Calls:
             tokens = np.where(unfinished, tokens, pad)
             unfinished &= (tokens[:, None] != eos).all(axis=1)  # not np.isin: ~10x its cost on a cold cache
         ids[:, cur_len] = tokens
+        logprobs = None if config.logprobs is None else token_logprobs(logits, tokens, config.logprobs)
         cur_len += 1
         lengths += live
         # subtle: the pause comes before the next model call, so closing here stops the model
-        yield Step(tokens.copy(), live)  # the caller's to keep: `tokens` also feeds the model
+        yield Step(tokens.copy(), live, logprobs)  # the caller's to keep: `tokens` also feeds the model
         if cur_len >= max_length or not unfinished.any():
             break
         logits = yield Forward(tokens)

@@ -191,3 +191,48 @@ def test_chain_follows_get_logits_processor_order(options, expected):
 )
 def test_min_new_tokens_replaces_min_length(options, prompt_length, expected):
     assert GenerationConfig(**options).min_total_length(prompt_length) == expected
+
+
+# ---- OpenAI's presence and frequency penalties, as vLLM applies them (generated tokens only)
+
+
+def vllm_penalties(ids, scores, prompt_length, presence, frequency):
+    """vLLM `apply_penalties` by its definition: counts of each token in the output, the prompt left out."""
+    out = scores.astype(np.float64).copy()
+    for r in range(ids.shape[0]):
+        counts = np.bincount(ids[r, prompt_length:], minlength=scores.shape[1])
+        out[r] -= frequency * counts + presence * (counts > 0)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("presence, frequency", [(0.5, 0.0), (0.0, 1.3), (-2.0, 2.0), (1.0, -0.7)])
+@pytest.mark.parametrize("prompt_length", [0, 5, LENGTH])
+def test_presence_frequency_penalty(seed, presence, frequency, prompt_length):
+    ids, scores = random_case(seed, id_vocab=6)  # few distinct ids: repeated tokens
+    ours = P.presence_frequency_penalty(ids, scores, prompt_length, presence, frequency)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, vllm_penalties(ids, scores, prompt_length, presence, frequency), rtol=1e-6, atol=1e-5)
+
+
+def test_presence_frequency_penalty_by_hand():
+    ids = np.array([[9, 9, 2, 2, 2, 4]])  # prompt [9, 9]; generated 2 three times, 4 once
+    out = P.presence_frequency_penalty(ids, np.zeros((1, 10), np.float32), 2, presence=0.5, frequency=0.25)
+    expected = np.zeros(10, np.float32)
+    expected[2], expected[4] = -0.5 - 0.75, -0.5 - 0.25
+    np.testing.assert_array_equal(out[0], expected)
+
+
+def test_penalties_come_right_after_the_repetition_penalty():
+    config = GenerationConfig(do_sample=True, temperature=0.5, repetition_penalty=1.2, presence_penalty=0.3, frequency_penalty=0.1)
+    assert processor_names(config) == ["repetition_penalty", "presence_frequency_penalty", "temperature", "top_k"]
+    assert processor_names(GenerationConfig(presence_penalty=0.0, frequency_penalty=0.0)) == []
+
+
+@pytest.mark.parametrize("field", ["presence_penalty", "frequency_penalty"])
+@pytest.mark.parametrize("value", [2.5, -2.01, float("nan"), float("inf"), True])
+def test_penalties_are_checked(field, value):
+    from memgpt_runtime.errors import UsageError
+
+    with pytest.raises(UsageError, match=field):
+        GenerationConfig(**{field: value})

@@ -200,3 +200,33 @@ def test_refuses_impossible_requests(config, rng, match):
 def test_refuses_mismatched_mask():
     with pytest.raises(UsageError, match="input_ids"):
         generate_ids(TorchState(model("llama")), np.ones((2, 3)), np.ones((2, 4)), GenerationConfig(max_new_tokens=2))
+
+
+# ---- per-step logprobs: the model's raw distribution (vLLM's default), only when asked
+
+
+def test_steps_carry_logprobs_of_the_raw_logits_when_asked():
+    from memgpt_runtime.processors import log_softmax
+
+    ids, mask = left_pad(PROMPTS)
+    state = TorchState(model("llama"))
+    # a repetition penalty changes the pick's scores, never the reported logprobs
+    config = GenerationConfig(max_new_tokens=6, logprobs=3, repetition_penalty=1.5, eos_token_id=EOS["llama"], pad_token_id=3)
+    events = list(search(state, Request.resolve(ids, mask, config)))
+    plain = list(search(TorchState(model("llama")), Request.resolve(ids, mask, config.replace(logprobs=None))))
+    np.testing.assert_array_equal(events[-1].result.sequences, plain[-1].result.sequences)
+    assert all(s.logprobs is None for s in plain[:-1])
+    sequences = events[-1].result.sequences
+    reference = TorchState(model("llama"))  # the same model calls again, to read each step's logits
+    logits = reference.prefill(ids, mask)
+    for t, step in enumerate(events[:-1]):
+        lp = log_softmax(np.asarray(logits, np.float32))
+        np.testing.assert_allclose(step.logprobs.chosen, lp[np.arange(3), step.tokens], atol=1e-5)
+        np.testing.assert_allclose(step.logprobs.top, -np.sort(-lp, axis=1)[:, :3], atol=1e-5)
+        np.testing.assert_array_equal(np.take_along_axis(lp, step.logprobs.top_ids, 1), step.logprobs.top)
+        logits = reference.step(sequences[:, 6 + t])
+
+
+def test_logprobs_with_beam_search_are_refused():
+    with pytest.raises(UsageError, match="logprobs"):
+        GenerationConfig(num_beams=2, logprobs=1)
