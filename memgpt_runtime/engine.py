@@ -253,9 +253,9 @@ class Engine:
 
     def _iteration(self) -> None:
         """One prompt chunk (the oldest request still prefilling), then one decode step of every decoding request."""
-        ticket = self._scheduler.next_prefill()
-        if ticket is not None:
-            self._prefill_chunk(ticket)
+        group = self._scheduler.prefill_group(PREFILL_CHUNK)
+        if group:
+            self._prefill(group)
         decoding = [t for t in self._scheduler.decoding() if isinstance(t.payload.pending, Forward)]
         if not decoding:
             return
@@ -286,14 +286,25 @@ class Engine:
                 ticket.prefilled = int(self._slots.lengths[ticket.start])
                 self._reused_tokens += ticket.prefilled
 
-    def _prefill_chunk(self, ticket: Ticket) -> None:
-        run: _Running = ticket.payload
-        begin, end = chunk_bounds(ticket.prefilled, ticket.prompt_len, PREFILL_CHUNK)
-        ids = run.prompt[None, begin:end]
-        logits = self._slots.prefill(ticket.start, ids, np.array([end - begin]), np.array([end - begin - 1]))
-        ticket.prefilled = end
-        if end == ticket.prompt_len:
-            self._advance(ticket, logits)
+    def _prefill(self, group: list[Ticket]) -> None:
+        """The next chunk of each ticket of `group` (adjacent slots) in one run; rows without a chunk (the beams
+        of a ticket, not yet expanded) take scratch positions that their first real write replaces."""
+        first = group[0].start
+        bounds = [chunk_bounds(t.prefilled, t.prompt_len, PREFILL_CHUNK) for t in group]
+        # a later chunk runs its prompt row alone (scheduler.prefill_group); first chunks span all their slots
+        span = 1 if group[0].prefilled > 0 else group[-1].start + group[-1].rows - first
+        ids = np.zeros((span, max(end - begin for begin, end in bounds)), np.int64)
+        real = np.zeros(span, np.int64)
+        for ticket, (begin, end) in zip(group, bounds):
+            row = ticket.start - first
+            ids[row, : end - begin] = ticket.payload.prompt[begin:end]
+            real[row] = end - begin
+        logits = self._slots.prefill(first, ids, real, np.maximum(real - 1, 0))  # (span, vocab)
+        for ticket, (begin, end) in zip(group, bounds):
+            ticket.prefilled = end
+            if end == ticket.prompt_len:
+                row = ticket.start - first
+                self._advance(ticket, logits[row : row + 1])
 
     def _advance(self, ticket: Ticket, logits: np.ndarray) -> None:
         """Hand a model call's logits to the request's search and run it to its next model call."""

@@ -4,8 +4,10 @@ Pure bookkeeping over `Ticket`s, with no model and no threads, so it can be test
 - a bounded FIFO queue: a full queue refuses new work (`QueueFull`) instead of growing;
 - admission in arrival order (no overtaking, so a wide beam request is never starved by narrow ones), each
   ticket into the lowest run of free contiguous slots wide enough for all its rows;
-- one prompt chunk per engine iteration, oldest first, between two decode steps, so a long prompt delays the
-  others' next tokens by one chunk at most;
+- one prefill run per engine iteration, between two decode steps: the next chunk of the oldest request still
+  prefilling, with the next chunks of the prefilling requests in the slots right after it while the run stays
+  within one chunk's worth of positions (a burst of short prompts prefills together), so prefilling delays the
+  others' next tokens by about one chunk at most;
 - decode steps over slots 0..high-water, the lowest placement keeping that mark low.
 Chunk boundaries lie at fixed multiples of the chunk size from the start of each prompt (`chunk_bounds`), the
 same whoever else runs, because a chunked prefill is not bit-identical to an unchunked one.
@@ -40,6 +42,11 @@ class Ticket:
     @property
     def prefilling(self) -> bool:
         return self.placed and self.prefilled < self.prompt_len
+
+
+def _next_chunk(ticket: Ticket, chunk: int) -> int:
+    begin, end = chunk_bounds(ticket.prefilled, ticket.prompt_len, chunk)
+    return end - begin
 
 
 def chunk_bounds(prefilled: int, prompt_len: int, chunk: int) -> tuple[int, int]:
@@ -85,6 +92,28 @@ class Scheduler:
     def next_prefill(self) -> Ticket | None:
         """The oldest placed ticket with prompt left to prefill."""
         return next((t for t in self.running if t.prefilling), None)
+
+    def prefill_group(self, chunk: int) -> list[Ticket]:
+        """The oldest ticket still prefilling, then the prefilling tickets placed right after it, slot after slot,
+        while (slots spanned) x (longest next chunk) stays within `chunk` positions: one run prefills them all.
+
+        Only first chunks group: onnxruntime's GroupQueryAttention runs several positions over a past for one row
+        at a time, so a later chunk (or one after a reused prefix) runs alone.
+        """
+        first = self.next_prefill()
+        if first is None or first.prefilled > 0:
+            return [first] if first is not None else []
+        after = {t.start: t for t in self.running if t.prefilling and t.prefilled == 0}
+        group, end = [first], first.start + first.rows
+        longest = _next_chunk(first, chunk)
+        while end in after:
+            ticket = after[end]
+            if (end + ticket.rows - first.start) * max(longest, _next_chunk(ticket, chunk)) > chunk:
+                break
+            group.append(ticket)
+            longest = max(longest, _next_chunk(ticket, chunk))
+            end += ticket.rows
+        return group
 
     def decoding(self) -> list[Ticket]:
         """Placed tickets whose prompts are in: they take part in the next decode step."""

@@ -40,13 +40,14 @@ class SharedCache:
         right = np.take_along_axis(input_ids, np.minimum(start + np.arange(longest)[None, :], width - 1), axis=1)
         self.rows = rows
         self._slots.lengths[:rows] = 0
-        out = np.empty((rows, self._vocab), np.float32)
-        for begin in range(0, longest, self._chunk):
-            end = min(begin + self._chunk, longest)
-            real = np.clip(lengths - begin, 0, end - begin)  # (rows,) real tokens of each row in this chunk
-            logits = self._slots.prefill(0, right[:, begin:end], real, np.maximum(real - 1, 0))
-            last_here = (lengths > begin) & (lengths <= end)
-            out[last_here] = logits[last_here]
+        first = min(self._chunk, longest)
+        real = np.minimum(lengths, first)  # (rows,) real tokens of each row in the first chunk
+        out = self._slots.prefill(0, right[:, :first], real, real - 1).copy()  # (rows, vocab)
+        # subtle: onnxruntime's GroupQueryAttention takes more than one position over a past for one row only
+        for row in np.flatnonzero(lengths > first):
+            for begin in range(first, int(lengths[row]), self._chunk):
+                end = min(begin + self._chunk, int(lengths[row]))
+                out[row] = self._slots.prefill(row, right[row : row + 1, begin:end], [end - begin], [end - begin - 1])[0]
         return out
 
     def step(self, tokens: np.ndarray) -> np.ndarray:

@@ -63,6 +63,14 @@ class SlotCache:
         attention). `last` (rows,): the position in the chunk whose logits to return. -> (rows, vocab) logits.
         """
         rows, n = ids.shape
+        if rows * n < self.min_rows:  # one position alone takes the other kernel: a scratch row runs beside it
+            below = start + 1 >= self.slots  # no slot after this one: the scratch row is the one before
+
+            def pad(a: np.ndarray) -> np.ndarray:
+                return np.concatenate([np.zeros_like(a), a] if below else [a, np.zeros_like(a)])
+
+            logits = self.prefill(start - below, pad(ids), pad(np.asarray(real)), pad(np.asarray(last)))
+            return logits[1:] if below else logits[:1]
         end = start + rows
         held = self.lengths[start:end]
         if (held + n).max() > self.capacity:

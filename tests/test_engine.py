@@ -92,6 +92,32 @@ def test_prompts_in_small_chunks_give_the_same_answers_in_generate_and_in_the_en
         results = submit_in_random_order(engine, [(p, OPTIONS[0]) for p in PROMPTS], seed=5)
     for result, reference in zip(results, chunked):
         assert_same(result, reference)
+    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 256)
+    batch = lm.generate(PROMPTS, num_beams=2, max_new_tokens=8)  # a padded batch, one chunk
+    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 4)
+    np.testing.assert_array_equal(lm.generate(PROMPTS, num_beams=2, max_new_tokens=8), batch)  # rows in chunks
+
+
+def test_a_burst_of_prompts_prefilled_together_gets_the_answers_each_gets_alone(tiny_llama_int8):
+    lm = mr.load(tiny_llama_int8)
+    jobs = [(p, dict(max_new_tokens=6)) for p in PROMPTS] + [(PROMPTS[0], dict(max_new_tokens=6, num_beams=2))]
+    with Engine(lm, slots=12) as engine:
+        handles = [engine.submit(p, **o) for p, o in jobs]  # queued faster than the engine admits them
+        results = [h.result(timeout=60) for h in handles]
+    for (prompt, options), result in zip(jobs, results):
+        assert_same(result, alone(lm, prompt, options))
+
+
+def test_lone_positions_run_beside_a_scratch_row_where_the_model_needs_two(tiny_llama_export, monkeypatch):
+    lm = mr.load(tiny_llama_export)
+    lm.session._min_rows = 2  # as int4 in blocks of 64: no step or chunk of one position runs alone
+    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 4)
+    monkeypatch.setattr("memgpt_runtime.engine.PREFILL_CHUNK", 4)
+    jobs = [([5, 6, 7, 8, 9], dict(max_new_tokens=7)), ([30], dict(max_new_tokens=5)), (PROMPTS[1], OPTIONS[1])]
+    with Engine(lm, slots=3) as engine:
+        results = submit_in_random_order(engine, jobs, seed=2)
+    for (prompt, options), result in zip(jobs, results):
+        assert_same(result, alone(lm, prompt, options))
 
 
 def test_steps_stream_the_tokens_of_the_result(tiny_llama_export):
@@ -252,6 +278,18 @@ def test_the_scheduler_runs_one_prompt_chunk_at_a_time_oldest_first():
     assert scheduler_module.chunk_bounds(a.prefilled, 600, 256) == (256, 512)
     a.prefilled = 600
     assert s.next_prefill() is b and s.decoding() == [a] and s.high_water() == 1
+
+
+def test_adjacent_prompts_prefill_together_within_one_chunk_of_positions():
+    s = scheduler_module.Scheduler(slots=8, max_queue=8)
+    tickets = [scheduler_module.Ticket(rows=r, prompt_len=n) for r, n in ((1, 40), (2, 30), (1, 50), (1, 300))]
+    for t in tickets:
+        s.submit(t)
+    s.admit()
+    assert s.prefill_group(256) == tickets[:3]  # 4 slots x 50 positions = 200 <= 256; the 300-token prompt would not fit
+    tickets[0].prefilled = 40
+    assert s.prefill_group(256) == tickets[1:3]
+    assert s.prefill_group(64) == [tickets[1]]  # 3 slots x 50 > 64
 
 
 def test_chunks_end_at_multiples_of_the_chunk_size_from_the_prompt_start():
