@@ -67,15 +67,19 @@ def perplexity(lm, ids: list[int], context: int | None = None, stride: int | Non
     for done, (begin, end, first) in enumerate(plan, 1):
         logits = lm.logits(ids[begin:end])[0]  # (window, vocab)
         targets = np.array(ids[first:end])
-        predicting = logits[first - 1 - begin : end - 1 - begin].astype(np.float64)  # position t predicts t + 1
-        top = predicting.max(axis=1)
-        log_norm = top + np.log(np.exp(predicting - top[:, None]).sum(axis=1))
-        total += float((log_norm - predicting[np.arange(len(targets)), targets]).sum())
+        total += float(token_nll(logits[first - 1 - begin : end - 1 - begin], targets).sum())  # t predicts t + 1
         scored += len(targets)
         if progress:
             progress(done, len(plan))
     mean = total / scored
     return Perplexity(float(np.exp(mean)), mean, scored, len(plan), context, stride, time.perf_counter() - start)
+
+
+def token_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(n,) float64 -log softmax(logits[i])[targets[i]] for (n, vocab) logits."""
+    x = logits.astype(np.float64)
+    top = x.max(axis=1)
+    return top + np.log(np.exp(x - top[:, None]).sum(axis=1)) - x[np.arange(len(targets)), targets]
 
 
 def read_text(path: str) -> str:

@@ -1,4 +1,4 @@
-"""memgpt-runtime through its public `lm.generate`; perplexity through the KV-cache protocol (prefill + step).
+"""memgpt-runtime through its public `lm.generate`; perplexity through `lm.logits` (memgpt_runtime/perplexity.py).
 
 Works for decoder-only and encoder-decoder folders alike: `lm.generate` pads prompts on the left and sources on
 the right (with the attention mask), and `lm.new_tokens` cuts off the prompt or the decoder start token.
@@ -43,19 +43,8 @@ class MemgptEngine:
         return self.lm.new_tokens(out, max(len(r) for r in rows)).tolist()
 
     def nll(self, ids: list[int]) -> np.ndarray:
-        """Prefill the first token, then step through the text; each step's logits predict the next id."""
-        state = self.lm.session.new_state(1, len(ids))
-        logits = state.prefill(np.array([ids[:1]], np.int64), np.ones((1, 1), np.int64))  # (1, vocab)
-        out = np.empty(len(ids) - 1)
-        for i, target in enumerate(ids[1:]):
-            out[i] = _nll(logits[0], target)
-            if i < len(ids) - 2:  # the last id predicts nothing
-                logits = state.step(np.array([target], np.int64))
-        return out
+        """Each id's -log p given every id before it: `memgpt perplexity` with one window over the whole text
+        (`lm.logits`: one run of the graph, or its steps for a folder whose graph gathers one position)."""
+        from memgpt_runtime.perplexity import token_nll
 
-
-def _nll(logits: np.ndarray, target: int) -> float:
-    """-log softmax(logits)[target], in float64."""
-    x = logits.astype(np.float64)
-    top = x.max()
-    return float(top + np.log(np.exp(x - top).sum()) - x[target])
+        return token_nll(self.lm.logits(ids)[0, :-1], np.array(ids[1:]))  # position t predicts t + 1
