@@ -164,8 +164,9 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def measure(folder: Path, rounds: int, new_tokens: int, threads: int) -> dict:
+def measure(folder: Path, rounds: int, new_tokens: int, threads: int, prefill_chunk: int) -> dict:
     lm = mr.load(folder, threads=threads)
+    lm.session.prefill_chunk = prefill_chunk
     prompts = chat_prompts(lm)
     figures: dict[str, list] = {"sequential": [], "static_batch_8": [], "chat_ttft_reuse": [], "chat_ttft_fresh": []}
     served: dict[int, list[Served]] = {c: [] for c in CLIENTS}
@@ -185,6 +186,7 @@ def measure(folder: Path, rounds: int, new_tokens: int, threads: int) -> dict:
     one = [s.tokens_per_second for s in served[1]]
     report = {
         "folder": str(folder),
+        "prefill_chunk": prefill_chunk,
         "sequential_tokens_per_s": float(np.median(figures["sequential"])),
         "static_batch_8_tokens_per_s": float(np.median(figures["static_batch_8"])),
         "served": {},
@@ -210,7 +212,7 @@ def measure(folder: Path, rounds: int, new_tokens: int, threads: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"### {report['folder']}", "",
+    lines = [f"### {report['folder']} (prompt chunks of {report['prefill_chunk']})", "",
              f"one after another (lm.generate): {report['sequential_tokens_per_s']:.1f} tok/s; "
              f"static batch of 8: {report['static_batch_8_tokens_per_s']:.1f} tok/s", "",
              "| clients | tok/s | vs 1 client | vs static batch 8 | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) | errors |",
@@ -232,13 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every mode (default 3)")
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per answer (default 64)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
+    parser.add_argument("--prefill-chunk", type=int, default=256, help="prompt chunk size (default 256)")
     parser.add_argument("--soak", type=float, default=0, help="then 16 clients for this many seconds (default: no soak)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results") / time.strftime("served-%Y%m%d-%H%M%S"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     reports = []
     for folder in args.folders:
-        report = measure(folder, args.rounds, args.new_tokens, args.threads)
+        report = measure(folder, args.rounds, args.new_tokens, args.threads, args.prefill_chunk)
         if args.soak:
             lm = mr.load(folder, threads=args.threads)
             with Engine(lm, slots=16) as engine:

@@ -25,7 +25,6 @@ from .prefix_store import PrefixStore
 from .request import Done, Forward, GenerateResult, Request, Select, Step
 from .scheduler import QueueFull, Scheduler, Ticket, chunk_bounds
 from .search import calls, drive
-from .session import PREFILL_CHUNK
 from .session import physical_memory
 from .slots import SlotCache
 
@@ -253,7 +252,7 @@ class Engine:
 
     def _iteration(self) -> None:
         """One prompt chunk (the oldest request still prefilling), then one decode step of every decoding request."""
-        group = self._scheduler.prefill_group(PREFILL_CHUNK)
+        group = self._scheduler.prefill_group(self.lm.session.prefill_chunk)
         if group:
             self._prefill(group)
         decoding = [t for t in self._scheduler.decoding() if isinstance(t.payload.pending, Forward)]
@@ -290,7 +289,8 @@ class Engine:
         """The next chunk of each ticket of `group` (adjacent slots) in one run; rows without a chunk (the beams
         of a ticket, not yet expanded) take scratch positions that their first real write replaces."""
         first = group[0].start
-        bounds = [chunk_bounds(t.prefilled, t.prompt_len, PREFILL_CHUNK) for t in group]
+        chunk = self.lm.session.prefill_chunk
+        bounds = [chunk_bounds(t.prefilled, t.prompt_len, chunk) for t in group]
         # a later chunk runs its prompt row alone (scheduler.prefill_group); first chunks span all their slots
         span = 1 if group[0].prefilled > 0 else group[-1].start + group[-1].rows - first
         ids = np.zeros((span, max(end - begin for begin, end in bounds)), np.int64)

@@ -22,8 +22,9 @@ from .shared_cache import SharedCache
 from .slots import min_rows_of
 
 CACHES = {"concat": ConcatCache, "shared": SharedCache}
-# prompts run in chunks of this many positions from their start, in `generate()` as in the engine: one chunk
-# is the longest the engine makes other requests wait, and chunk boundaries change the last bits of the logits
+# prompts run in chunks of this many positions from their start (`DecoderSession.prefill_chunk`), in
+# `generate()` as in the engine: one chunk is the longest the engine makes other requests wait, and chunk
+# boundaries change the last bits of the logits, so both must use the same
 PREFILL_CHUNK = 256
 LAYOUT_INPUTS = {"concat": (), "shared": ("seqlens_k", "total_sequence_length", "last_index")}  # GraphSpec names each needs
 
@@ -67,6 +68,7 @@ class DecoderSession:
             raise ModelFolderError(f"unknown KV cache layout {kv_cache.layout!r}; {REEXPORT_HINT}")
         self.session = open_session(path, threads)
         self._min_rows = None
+        self.prefill_chunk = PREFILL_CHUNK
         self._check_io()
 
     @classmethod
@@ -138,7 +140,7 @@ class DecoderSession:
                 raise ModelFolderError(f"encoder-decoder graphs need the 'concat' KV cache layout; {REEXPORT_HINT}")
             return ConcatCache(self, max_rows, max_length, cross=cross)
         if self.kv_cache.layout == "shared":
-            return SharedCache(self, max_rows, max_length, PREFILL_CHUNK)
+            return SharedCache(self, max_rows, max_length, self.prefill_chunk)
         return ConcatCache(self, max_rows, max_length)
 
     @property

@@ -13,7 +13,6 @@ import pytest
 
 import memgpt_runtime as mr
 from memgpt_runtime import scheduler as scheduler_module
-from memgpt_runtime import session as session_module
 from memgpt_runtime.engine import Cancelled, Engine, QueueFull
 from memgpt_runtime.request import Done, Step
 
@@ -80,11 +79,10 @@ def test_every_answer_is_the_one_it_gets_alone_whatever_runs_beside_it(lm, seed)
         assert_same(result, alone(lm, prompt, options))
 
 
-def test_prompts_in_small_chunks_give_the_same_answers_in_generate_and_in_the_engine(tiny_llama_export, monkeypatch):
+def test_prompts_in_small_chunks_give_the_same_answers_in_generate_and_in_the_engine(tiny_llama_export):
     lm = mr.load(tiny_llama_export)
     whole = [alone(lm, p, OPTIONS[0]) for p in PROMPTS]
-    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 4)
-    monkeypatch.setattr("memgpt_runtime.engine.PREFILL_CHUNK", 4)
+    lm.session.prefill_chunk = 4
     chunked = [alone(lm, p, OPTIONS[0]) for p in PROMPTS]
     for a, b in zip(whole, chunked):  # fp32: chunking moves the last bits only, never a greedy choice here
         np.testing.assert_array_equal(a.sequences, b.sequences)
@@ -92,9 +90,9 @@ def test_prompts_in_small_chunks_give_the_same_answers_in_generate_and_in_the_en
         results = submit_in_random_order(engine, [(p, OPTIONS[0]) for p in PROMPTS], seed=5)
     for result, reference in zip(results, chunked):
         assert_same(result, reference)
-    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 256)
+    lm.session.prefill_chunk = 256
     batch = lm.generate(PROMPTS, num_beams=2, max_new_tokens=8)  # a padded batch, one chunk
-    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 4)
+    lm.session.prefill_chunk = 4
     np.testing.assert_array_equal(lm.generate(PROMPTS, num_beams=2, max_new_tokens=8), batch)  # rows in chunks
 
 
@@ -108,11 +106,10 @@ def test_a_burst_of_prompts_prefilled_together_gets_the_answers_each_gets_alone(
         assert_same(result, alone(lm, prompt, options))
 
 
-def test_lone_positions_run_beside_a_scratch_row_where_the_model_needs_two(tiny_llama_export, monkeypatch):
+def test_lone_positions_run_beside_a_scratch_row_where_the_model_needs_two(tiny_llama_export):
     lm = mr.load(tiny_llama_export)
     lm.session._min_rows = 2  # as int4 in blocks of 64: no step or chunk of one position runs alone
-    monkeypatch.setattr(session_module, "PREFILL_CHUNK", 4)
-    monkeypatch.setattr("memgpt_runtime.engine.PREFILL_CHUNK", 4)
+    lm.session.prefill_chunk = 4
     jobs = [([5, 6, 7, 8, 9], dict(max_new_tokens=7)), ([30], dict(max_new_tokens=5)), (PROMPTS[1], OPTIONS[1])]
     with Engine(lm, slots=3) as engine:
         results = submit_in_random_order(engine, jobs, seed=2)
