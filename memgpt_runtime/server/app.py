@@ -92,10 +92,6 @@ class ServerState:
 # -- middleware: keys, body size, per-route counts -------------------------------------------------------------
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def guard(app, state: ServerState):
     """A plain ASGI middleware (it sees every request, unknown routes included): the API key on every route but
     /health, the body limit (Content-Length, then the bytes as they arrive), and request counts for /metrics."""
@@ -132,16 +128,13 @@ def guard(app, state: ServerState):
             message = await receive()
             if message["type"] == "http.request":
                 seen["bytes"] += len(message.get("body", b""))
-                if seen["bytes"] > state.max_body_bytes:
-                    raise _BodyTooLarge
+                if seen["bytes"] > state.max_body_bytes:  # a body without Content-Length: the app answers 413
+                    raise TooLarge(f"the request body is larger than this server's limit of {state.max_body_bytes} bytes",
+                                   code="request_too_large")  # fmt: skip
             return message
 
         try:
             await app(scope, limited_receive, counted_send)
-        except _BodyTooLarge:
-            exc = TooLarge(f"the request body is larger than this server's limit of {state.max_body_bytes} bytes",
-                           code="request_too_large")  # fmt: skip
-            await _json_error(exc)(scope, receive, counted_send)
         finally:
             state.metrics.request_done(route, status["code"])
 
