@@ -181,3 +181,40 @@ def test_the_runtime_never_imports_the_server_stack():
             "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'sse_starlette', 'pydantic') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_error_after_the_stream_started_ends_it_with_an_error_event():
+    import asyncio
+    import json
+
+    from memgpt_runtime.errors import MemgptError
+    from memgpt_runtime.server import app as server_app
+    from memgpt_runtime.server.generation import Delta
+    from memgpt_runtime.server.responses import ChatWriter
+
+    class Failing:
+        prompt, choices, completion_tokens, submitted_at, first_token_at, finished_at = [1, 2], [], 1, 0.0, None, None
+        cancelled = False
+
+        async def deltas(self):
+            yield [Delta(0, "Hel", [], None)]
+            raise MemgptError("the engine stopped: the model failed")
+
+        def cancel(self):
+            self.cancelled = True
+
+    class State:
+        metrics = Metrics()
+
+    gen = Failing()
+    writer = ChatWriter(None, job({"stream": True}), {"id": "x", "created": 0, "model": "m"})
+
+    async def events():
+        return [e async for e in server_app._stream(State(), [gen], writer)]
+
+    out = asyncio.run(events())
+    assert json.loads(out[0])["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert json.loads(out[1])["choices"][0]["delta"] == {"content": "Hel"}
+    assert json.loads(out[2]) == {"error": {"message": "the engine stopped: the model failed", "type": "server_error",
+                                            "param": None, "code": None}}  # fmt: skip
+    assert out[3:] == ["[DONE]"] and gen.cancelled
