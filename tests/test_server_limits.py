@@ -84,7 +84,9 @@ def test_a_full_queue_answers_503_with_retry_after(server):
 
 def test_a_request_wider_than_the_slots_is_a_400(server):
     status, _, body = server.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 4, "n": 2, "temperature": 1})
-    assert_error(status, body, 400)
+    assert_error(status, body, 400, param="n")
+    status, _, body = server.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 4, "n": 2, "temperature": 0})
+    assert status == 200 and [c["text"] for c in body["choices"]][0] == body["choices"][1]["text"]  # greedy: one row
 
 
 def test_a_body_over_the_limit_is_413_announced_or_streamed(server):

@@ -245,7 +245,7 @@ def create_app(state: ServerState) -> FastAPI:
         lm, engine = state.ready()
         req = p.parse(p.ChatRequest, await request.body())
         state.check_model(req.model)
-        job, eos = await run_in_threadpool(_prepare, lm, engine, req)
+        job, eos = await run_in_threadpool(_prepare, state, req)
         return await _answer(request, state, lm, engine, job, eos, chat=True)
 
     @app.post("/v1/completions")
@@ -253,7 +253,7 @@ def create_app(state: ServerState) -> FastAPI:
         lm, engine = state.ready()
         req = p.parse(p.CompletionRequest, await request.body())
         state.check_model(req.model)
-        job, eos = await run_in_threadpool(_prepare, lm, engine, req)
+        job, eos = await run_in_threadpool(_prepare, state, req)
         return await _answer(request, state, lm, engine, job, eos, chat=False)
 
     return guard(app, state)
@@ -274,8 +274,9 @@ def _tokenize(lm, req: p.TokenizeRequest) -> list[int]:
         raise BadRequest(str(exc), param="messages" if req.messages is not None else "prompt") from None
 
 
-def _prepare(lm, engine: Engine, req) -> tuple[p.Job, tuple[int, ...]]:
+def _prepare(state: ServerState, req) -> tuple[p.Job, tuple[int, ...]]:
     """(worker thread) The prompts' ids, the job, the EOS ids; a 400 for anything the request gets wrong."""
+    lm, engine = state.lm, state.engine
     chat = isinstance(req, p.ChatRequest)
     field = "messages" if chat else "prompt"
     try:
@@ -291,6 +292,10 @@ def _prepare(lm, engine: Engine, req) -> tuple[p.Job, tuple[int, ...]]:
         eos = lm.generation_config(**job.options).eos_token_id
     except UsageError as exc:
         raise api_error(exc, field) from None
+    rows = 1 if job.copies else job.n
+    if engine.batched and rows > state.max_batch:
+        raise BadRequest(f"n = {job.n} needs {rows} KV slots, this server has {state.max_batch} (--max-batch); lower n",
+                         param="n")  # fmt: skip
     if lm.encoder is None:
         for ids in prompts:
             needed = len(ids) + (job.max_tokens if job.max_tokens_asked else 1)
