@@ -102,8 +102,10 @@ def _bart_cross(model: Any) -> list[tuple[Any, Any]]:
     return [(layer.encoder_attn.k_proj, layer.encoder_attn.v_proj) for layer in model.model.decoder.layers]
 
 
+FUSED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "granite", "olmo2", "gemma", "gemma2", "gemma3_text",
+               "stablelm")  # families.py's recipes: the fused graph (optimum's for a config it refuses)
 ARCHITECTURES = (
-    Architecture("llama", ("llama", "mistral", "qwen2"), _llama_shape),
+    Architecture("fused", FUSED_TYPES, _llama_shape),
     Architecture("gpt2", ("gpt2",), _gpt2_shape),
     Architecture("t5", ("t5",), _t5_shape, _t5_cross),
     Architecture("bart", ("bart", "marian"), _bart_shape, _bart_cross),
@@ -111,7 +113,40 @@ ARCHITECTURES = (
 
 
 def supported_model_types() -> list[str]:
-    return sorted(t for arch in ARCHITECTURES for t in arch.model_types)
+    return sorted({t for arch in ARCHITECTURES for t in arch.model_types} | set(traced_model_types()))
+
+
+def traced_model_types() -> list[str]:
+    """Decoder-only model types optimum exports as "text-generation-with-past" (its registry, read lazily)."""
+    try:
+        import optimum.exporters.onnx.model_configs  # noqa: F401  registers optimum's ONNX configs
+        from optimum.exporters.tasks import TasksManager
+    except ImportError:
+        return []
+    supported = TasksManager._LIBRARY_TO_SUPPORTED_MODEL_TYPES.get("transformers", {})
+    listed = {t for arch in ARCHITECTURES for t in arch.model_types}
+    return sorted(t for t, tasks in supported.items()
+                  if "text-generation-with-past" in tasks.get("onnx", {}) and t not in listed
+                  and t not in ENCODER_DECODER_TYPES)  # fmt: skip
+
+
+ENCODER_DECODER_TYPES = ("bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart", "pegasus")
+TRACED = Architecture("optimum", (), lambda config: _traced_shape(config))
+
+
+def _traced_shape(config: Any) -> ModelShape:
+    """A traced model's layers, context and vocabulary from the usual config names. Its KV heads and head size are
+    left 0: optimum's graph says them (onnx_graph.read_decoder_graph), whatever each family's config calls them."""
+    def first(*names: str) -> Any:
+        return next((getattr(config, n) for n in names if getattr(config, n, None) is not None), None)
+
+    return ModelShape(
+        num_layers=first("num_hidden_layers", "n_layer", "num_layers"),
+        num_kv_heads=0,
+        head_size=0,
+        context_length=first("max_position_embeddings", "n_positions", "seq_length", "max_seq_len") or 2048,
+        vocab_size=config.vocab_size,
+    )
 
 
 def architecture_for(config: Any) -> Architecture:
@@ -120,10 +155,12 @@ def architecture_for(config: Any) -> Architecture:
 
 
 def architecture_for_type(model_type: str | None) -> Architecture:
-    """The registry entry for a model type; ExportError listing every supported type (not transformers') if none."""
+    """The registry entry for a model type; ExportError naming the supported families (not transformers') if none."""
     for arch in ARCHITECTURES:
         if model_type in arch.model_types:
             return arch
+    if model_type in traced_model_types():
+        return TRACED
     raise ExportError(
         f"architecture {model_type!r} is not supported; supported model types: {', '.join(supported_model_types())}"
     )

@@ -1,4 +1,4 @@
-"""Blockwise weight quantization into onnxruntime's MatMulNBits layout, in pure numpy.
+"""Blockwise weight quantization into onnxruntime's MatMulNBits layout, in numpy (the search compiled).
 
 A weight W of shape (N, K) (output features, input features) is cut into blocks of `block_size` along K;
 each block gets a float scale and an integer zero point, and W ~= (code - zero_point) * scale. Integer zero
@@ -81,23 +81,19 @@ def _rtn(blocks: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _searched(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per block, the (scale, zero) of the candidates below with the smallest `weights`-weighted squared error."""
-    lo, hi = blocks.min(axis=2), blocks.max(axis=2)  # (N, k_blocks)
-    best_err = np.full(lo.shape, np.inf, np.float32)
-    best_scale, best_zero = np.ones_like(lo), np.zeros_like(lo)
-    for shrink in SHRINKS:
-        for shift in SHIFTS:
-            scale = _nonzero((hi - lo) * shrink / top)
-            zero = np.clip(np.round(-lo / scale + shift), 0, top)
-            for _ in range(REFINE_STEPS):  # weighted least-squares scale for the codes the current scale picks
-                q = _codes(blocks, scale, zero, top) - zero[:, :, None]
-                scale = _nonzero((weights * blocks * q).sum(axis=2) / np.maximum((weights * q * q).sum(axis=2), 1e-12))
-            q = _codes(blocks, scale, zero, top) - zero[:, :, None]
-            err = (weights * (q * scale[:, :, None] - blocks) ** 2).sum(axis=2)
-            better = err < best_err
-            best_err = np.where(better, err, best_err)
-            best_scale, best_zero = np.where(better, scale, best_scale), np.where(better, zero, best_zero)
-    return best_scale, best_zero
+    """Per block, the (scale, zero) of the candidates below with the smallest `weights`-weighted squared error.
+
+    blocks (N, k_blocks, block), weights (1 or N, k_blocks, block); compiled in `search_kernel.py`, which says how
+    its arithmetic relates to the numpy expression (each candidate: scale from the shrunk range, zero point from
+    the shifted minimum, REFINE_STEPS weighted least-squares scales for the codes it picks, then its error).
+    """
+    from .search_kernel import search_blocks
+
+    n, k_blocks, size = blocks.shape
+    flat = np.ascontiguousarray(blocks, np.float32).reshape(-1, size)  # (N * k_blocks, block)
+    w = np.ascontiguousarray(np.broadcast_to(weights, (weights.shape[0], k_blocks, size)), np.float32).reshape(-1, size)
+    scales, zeros = search_blocks(flat, w, np.array(SHRINKS, np.float32), np.array(SHIFTS, np.float32), REFINE_STEPS, top)
+    return scales.reshape(n, k_blocks), zeros.reshape(n, k_blocks)
 
 
 def _codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, top: int) -> np.ndarray:

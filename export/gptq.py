@@ -24,23 +24,20 @@ from .blockwise import Blockwise, _codes, _searched, pack
 DAMPING = 0.3
 
 
-def gptq(w: np.ndarray, gram: np.ndarray, bits: int, block_size: int) -> Blockwise:
-    """Quantize a (N, K) weight (K a multiple of `block_size`) given the (K, K) Gram matrix of its inputs."""
+def gptq(w: np.ndarray, gram: np.ndarray, bits: int, block_size: int,
+         factors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Blockwise:
+    """Quantize a (N, K) weight (K a multiple of `block_size`) given the (K, K) Gram matrix of its inputs.
+
+    Rows are independent given the matrix, so a large weight can be quantized in row chunks that share
+    `factors = gptq_factors(gram)`, computed once.
+    """
     n, k = w.shape
     if k % block_size:
         raise ValueError(f"GPTQ needs whole blocks: K={k} is not a multiple of the block size {block_size}")
-    if gram.shape != (k, k) or not np.isfinite(gram).all():
-        raise ValueError(f"the Gram matrix must be a finite ({k}, {k}) array, got {gram.shape}")
+    spread, importance, dead = factors if factors is not None else gptq_factors(gram)
     top = 2**bits - 1
     weight = np.array(w, np.float32)  # (N, K), updated in place as channels are quantized
-    h = np.array(gram, np.float64)
-    dead = np.diag(h) <= 0  # channels the calibration never drove: their weights cannot matter to it
-    h[dead, dead] = 1.0
     weight[:, dead] = 0.0
-    h[np.diag_indices(k)] += DAMPING * np.mean(np.diag(h))
-    # upper Cholesky factor U of H^-1 (H^-1 = U^T U): row j holds how channel j's error spreads to later ones
-    spread = np.linalg.cholesky(np.linalg.inv(h)).T.astype(np.float32)  # (K, K)
-    importance = np.diag(h).astype(np.float32)
 
     k_blocks = k // block_size
     codes = np.empty((n, k_blocks, block_size), np.float32)
@@ -62,3 +59,17 @@ def gptq(w: np.ndarray, gram: np.ndarray, bits: int, block_size: int) -> Blockwi
             errors[:, j] = error
         weight[:, hi:] -= errors @ spread[lo:hi, hi:]  # the block's errors onto every later channel at once
     return pack(codes, scales, zeros, bits, block_size, k)
+
+
+def gptq_factors(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(spread (K, K), importance (K,), dead (K,) bool) of a Gram matrix: what every row of GPTQ reads."""
+    k = gram.shape[0]
+    if gram.shape != (k, k) or not np.isfinite(gram).all():
+        raise ValueError(f"the Gram matrix must be a finite ({k}, {k}) array, got {gram.shape}")
+    h = np.array(gram, np.float64)
+    dead = np.diag(h) <= 0  # channels the calibration never drove: their weights cannot matter to it
+    h[dead, dead] = 1.0
+    h[np.diag_indices(k)] += DAMPING * np.mean(np.diag(h))
+    # upper Cholesky factor U of H^-1 (H^-1 = U^T U): row j holds how channel j's error spreads to later ones
+    spread = np.linalg.cholesky(np.linalg.inv(h)).T.astype(np.float32)  # (K, K)
+    return spread, np.diag(h).astype(np.float32), dead

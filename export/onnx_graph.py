@@ -39,11 +39,15 @@ class DecoderGraph:
 
 
 def export_graph(model: Any, shape: ModelShape, workdir: Path) -> tuple[Path, DecoderGraph, str]:
-    """The fp32 decoder graph: fused for the Llama family, optimum's export for the rest; path, names, method."""
-    from .llama_graph import build_llama_graph, fused_graph_refusal
+    """The fp32 decoder graph of a loaded model: fused for the families of `families.py`, optimum's export for the
+    rest; path, names, method. (A checkpoint the export can read tensor by tensor is streamed instead:
+    `fused_export.py`.)"""
+    from .families import recipe_for, recipe_refusal
+    from .fused_graph import build_fused_graph
+    from .weights import StateDictWeights
 
-    if fused_graph_refusal(model.config) is None:
-        proto, decoder = build_llama_graph(model, shape)
+    if recipe_refusal(model.config) is None:
+        proto, decoder = build_fused_graph(recipe_for(model.config), StateDictWeights(model))
         workdir.mkdir(parents=True, exist_ok=True)
         return workdir / save_onnx(proto, workdir), decoder, "fused"
     path = export_onnx(model, workdir)
@@ -97,7 +101,9 @@ def read_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     if missing:
         raise ExportError(f"the exported graph lacks {', '.join(missing[:4])}; this model's ONNX export is not supported")
     past = inputs[PAST_KEY.format(i=0)]  # (batch, kv_heads, past_len, head_size)
-    if past[1] != shape.num_kv_heads or past[3] != shape.head_size:
+    if not isinstance(past[1], int) or not isinstance(past[3], int):
+        raise ExportError(f"the exported KV cache is {past}, without fixed heads and head size; this export is not supported")
+    if shape.num_kv_heads and (past[1] != shape.num_kv_heads or past[3] != shape.head_size):  # 0: read from the graph
         raise ExportError(
             f"the exported KV cache is {past}, expected (batch, {shape.num_kv_heads}, past_len, {shape.head_size}); "
             "the architecture entry disagrees with the graph"
@@ -114,8 +120,8 @@ def read_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     kv = KVCacheSpec(
         layout="concat",
         num_layers=shape.num_layers,
-        num_kv_heads=shape.num_kv_heads,
-        head_size=shape.head_size,
+        num_kv_heads=past[1],
+        head_size=past[3],
         past_key=PAST_KEY,
         past_value=PAST_VALUE,
         present_key=PRESENT_KEY,

@@ -19,6 +19,7 @@ from memgpt_runtime.integrity import record_files
 from memgpt_runtime.manifest import Manifest
 
 from .architectures import Architecture, ModelShape, architecture_for
+from .fused_export import export_fused, streamed_weights
 from .hub import reach_hub
 from .manifest_builder import build_manifest, token_spec
 from .onnx_graph import MODEL_FILE, export_graph, move_fp32_graph, save_onnx
@@ -29,7 +30,7 @@ from .gguf_quantize import check_gguf_source, fallback_line, quantize_gguf
 from .quantize import check_scheme, fp32_description, quantize_graph
 from .seq2seq_graph import ENCODER_FILE, export_seq2seq_graphs
 from .seq2seq_validate import measure_seq2seq, seq2seq_cases, seq2seq_torch_reference, validate_seq2seq_fp32
-from .sources import LoadedModel, load_model, resolve_source
+from .sources import LoadedModel, load_checkpoint, load_model, resolve_source
 from .tokenizer_file import write_tokenizer
 from .validate import measure_quantized, torch_reference, validate_fp32, validation_cases
 
@@ -52,11 +53,17 @@ def export_model(
     source = reach_hub(source)
     with staging_folder(target) as staging:
         with progress.step(f"load {source.name}"):
-            loaded = load_model(source)
+            loaded = load_checkpoint(source)  # config and tokenizer; the weights are read below
             architecture = architecture_for(loaded.config)
             shape = architecture.shape(loaded.config)
-        steps = _encoder_decoder if architecture.kind == "encoder-decoder" else _decoder_only
-        manifest = steps(loaded, architecture, shape, scheme, staging, progress)
+            weights = streamed_weights(loaded, scheme)  # a fused-graph family read tensor by tensor, or None
+            if weights is None:
+                loaded = load_model(source)
+        if weights is not None:
+            manifest = export_fused(loaded, weights, scheme, staging, staging / WORK_SUBDIR, progress)
+        else:
+            steps = _encoder_decoder if architecture.kind == "encoder-decoder" else _decoder_only
+            manifest = steps(loaded, architecture, shape, scheme, staging, progress)
         shutil.rmtree(staging / WORK_SUBDIR)
         manifest = with_every_position(staging, manifest)  # logits of every position on request (perplexity)
         with progress.step("checksum files and write manifest"):

@@ -50,13 +50,14 @@ class Source:
 @dataclass
 class LoadedModel:
     source: Source
-    model: Any  # transformers PreTrainedModel, fp32, eval mode
+    model: Any  # transformers PreTrainedModel, fp32, eval mode; None when only the config was read (load_checkpoint)
     tokenizer: Any  # transformers PreTrainedTokenizerFast, or a slow tokenizer that tokenizer_file.py converts
     generation_config: Any  # transformers GenerationConfig
+    model_config: Any = None  # the config, when the model itself was not loaded
 
     @property
     def config(self) -> Any:
-        return self.model.config
+        return self.model.config if self.model is not None else self.model_config
 
 
 def default_source() -> Source:
@@ -114,6 +115,37 @@ def load_model(source: Source) -> LoadedModel:
             f"{type(tokenizer).__name__} cannot be converted to one; convert its tokenizer with transformers first"
         )
     return LoadedModel(source, model, tokenizer, model.generation_config)
+
+
+def load_checkpoint(source: Source) -> LoadedModel:
+    """Like load_model, but read only the config, tokenizer and generation config: no weights (a streamed export
+    reads them tensor by tensor, `weights.py`). The same checks and one-line errors as load_model."""
+    from .architectures import architecture_for, architecture_for_type
+    from .tokenizer_file import can_write
+
+    if source.gguf_file is not None:
+        _check_gguf_header(Path(source.load_from) / source.gguf_file)
+    else:
+        architecture_for_type(_guarded(source, lambda: _model_type(source)))
+    config = _guarded(source, lambda: _load_config(source))
+    architecture_for(config)
+    tokenizer = _guarded(source, lambda: _load_tokenizer(source))
+    if not can_write(tokenizer):
+        raise ExportError(
+            f"{source.name} has no fast tokenizer (tokenizer.json), which the runtime needs, and its "
+            f"{type(tokenizer).__name__} cannot be converted to one; convert its tokenizer with transformers first"
+        )
+    return LoadedModel(source, None, tokenizer, _generation_config(source, config), config)
+
+
+def _generation_config(source: Source, config: Any) -> Any:
+    """generation_config.json where the model has one, else the config's (as from_pretrained sets it)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(source.load_from, local_files_only=source.local_files_only)
+    except OSError:
+        return GenerationConfig.from_model_config(config)
 
 
 def _check_gguf_header(path: Path) -> None:
@@ -185,7 +217,8 @@ def _model_type(source: Source) -> str:
 def _load_config(source: Source) -> Any:
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(source.load_from, local_files_only=source.local_files_only)
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {"local_files_only": source.local_files_only}
+    return AutoConfig.from_pretrained(source.load_from, **kwargs)
 
 
 def _load_weights(source: Source, encoder_decoder: bool) -> Any:

@@ -63,10 +63,10 @@ def _not_gguf(tmp_path: Path) -> str:
 
 
 def _unsupported(tmp_path: Path) -> str:
-    from transformers import GPTNeoXConfig
+    from transformers import BertConfig
 
-    folder = tmp_path / "neox"
-    GPTNeoXConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64).save_pretrained(folder)
+    folder = tmp_path / "bert"
+    BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64).save_pretrained(folder)
     return str(folder)
 
 
@@ -78,7 +78,7 @@ def _unsupported(tmp_path: Path) -> str:
         (_not_a_model, "is not a Hugging Face model folder (no config.json)"),
         (_truncated_gguf, "could not read GGUF file"),
         (_not_gguf, "is not a GGUF file"),
-        (_unsupported, "architecture 'gpt_neox' is not supported; supported model types: bart, gpt2, llama, marian, mistral, qwen2, t5"),
+        (_unsupported, "architecture 'bert' is not supported; supported model types: arcee, bart, bloom, "),
     ],
     ids=["missing-path", "missing-gguf", "not-a-model", "truncated-gguf", "not-gguf", "unsupported-architecture"],
 )

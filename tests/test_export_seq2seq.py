@@ -199,7 +199,7 @@ def test_registry_resolves_encoder_decoder_shapes(config, shape):
 def test_an_unsupported_encoder_decoder_is_refused_with_the_supported_list(tmp_path):
     AutoConfig.for_model("pegasus").save_pretrained(tmp_path / "hf")
     supported = ", ".join(supported_model_types())
-    assert supported == "bart, gpt2, llama, marian, mistral, qwen2, t5"
+    assert "pegasus" not in supported
     with pytest.raises(ExportError, match=rf"^architecture 'pegasus' is not supported; supported model types: {supported}$"):
         _export(tmp_path / "hf", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
