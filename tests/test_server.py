@@ -7,16 +7,14 @@ with its status, a client that leaves frees its rows, and concurrent clients get
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
-import time
 
 import numpy as np
 import openai
 import pytest
-from server_process import ServerProcess
+from server_process import ServerProcess, assert_error, wait_until
 
 import memgpt_runtime as mr
 from memgpt_runtime.processors import log_softmax
@@ -273,16 +271,6 @@ def test_completion_logprobs_offsets_match_the_text(client):
 # -- errors: OpenAI's shape and status ---------------------------------------------------------------------------
 
 
-def assert_error(status, body, expected_status, param=None, code=None):
-    assert status == expected_status, body
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
-    assert body["error"]["message"]
-    if param is not None:
-        assert body["error"]["param"] == param, body
-    if code is not None:
-        assert body["error"]["code"] == code, body
-
-
 @pytest.mark.parametrize("body, param", [
     ({"top_p": 1.5}, "top_p"), ({"temperature": -1}, "temperature"), ({"n": 0}, "n"), ({"max_tokens": 0}, "max_tokens"),
     ({"best_of": 2}, "best_of"), ({"logit_bias": {"5": 1.0}}, "logit_bias"), ({"suffix": "x"}, "suffix"),
@@ -393,15 +381,6 @@ def test_metrics_count_requests_tokens_and_latency(server, client):
 
 
 # -- disconnects and concurrency ---------------------------------------------------------------------------------
-
-
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def raw_request(server, body: dict) -> socket.socket:

@@ -15,9 +15,8 @@ import threading
 import time
 
 import pytest
-from server_process import ServerProcess
+from server_process import ServerProcess, assert_error, wait_until
 
-from test_server import assert_error, wait_until
 
 MAX_BODY = 4000
 

@@ -4,10 +4,9 @@ with the decoder's text, as `generate()` gives it, greedy, streamed and with bea
 from __future__ import annotations
 
 import pytest
-from server_process import ServerProcess
+from server_process import ServerProcess, assert_error
 
 import memgpt_runtime as mr
-from test_server import assert_error
 
 SOURCES = ["The quick brown fox jumps over the lazy dog.", "Once upon a time there was a small model."]
 

@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from contextlib import aclosing, asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
