@@ -132,8 +132,7 @@ def serve(server: Server, clients: int, requests: int, new_tokens: int, stream: 
     lock = threading.Lock()
     next_index = [0]
 
-    def client_loop() -> None:
-        client = server.client()
+    def client_loop(client) -> None:
         while True:
             with lock:
                 i = next_index[0]
@@ -153,7 +152,7 @@ def serve(server: Server, clients: int, requests: int, new_tokens: int, stream: 
                 run.latency.append(latency)
                 run.texts[i] = text
 
-    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    threads = [threading.Thread(target=client_loop, args=(server.client(),)) for _ in range(clients)]  # clients made untimed
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -264,14 +263,16 @@ def same_as_alone(runs: list[Run], name: str) -> dict[int, str]:
 
 
 def report(result: dict) -> str:
-    lines = [f"in-process `lm.generate`, one prompt after another: {result['in_process_tokens_per_s']:.1f} tok/s", ""]
+    lines = []
+    if "in_process_tokens_per_s" in result:
+        lines += [f"in-process `lm.generate`, one prompt after another: {result['in_process_tokens_per_s']:.1f} tok/s", ""]
     one = result.get("memgpt_one_client_non_streamed")
     if one:
         lines.append(f"memgpt, one client, not streamed: {one:.1f} tok/s")
         lines.append("")
     lines += ["| server | clients | tok/s | vs 1 client | TTFT p50 / p95 (s) | latency p50 / p95 (s) | same as alone | errors |",
               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for name, per in result["summary"].items():
+    for name, per in result.get("summary", {}).items():
         equal = result["same_as_alone"].get(name, {})
         for c, s in per.items():
             ratio = f"{s['vs_one_client']:.2f}x" if s["vs_one_client"] else "-"
@@ -283,6 +284,26 @@ def report(result: dict) -> str:
                       f"early, {s['errors_5xx']} 5xx, {s['errors_other']} other errors; running after: {s['running_after']:.0f}; "
                       f"server RSS max first minute {s['rss_first_minute_mb']} MB, last minute {s['rss_last_minute_mb']} MB"]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def workload(args, servers: list[Server], clients: list[int], result: dict) -> list[Run]:
+    """The rounds of C clients on every server, the in-process baseline, and the soak if asked."""
+    runs: list[Run] = []
+    result["in_process_tokens_per_s"] = in_process(args.folder, args.threads, args.requests, args.new_tokens)
+    non_streamed = []
+    for r in range(args.rounds):
+        order = servers if r % 2 == 0 else servers[::-1]
+        for s in order:
+            for c in clients if r % 2 == 0 else clients[::-1]:
+                runs.append(serve(s, c, args.requests, args.new_tokens))
+                print(f"round {r} {s.name} C={c}: {runs[-1].tokens_per_second:.1f} tok/s", file=sys.stderr, flush=True)
+        non_streamed.append(serve(servers[0], 1, args.requests, args.new_tokens, stream=False).tokens_per_second)
+    result["memgpt_one_client_non_streamed"] = float(np.median(non_streamed))
+    result["summary"] = summary(runs, result["in_process_tokens_per_s"])
+    result["same_as_alone"] = {s.name: same_as_alone(runs, s.name) for s in servers}
+    if args.soak:
+        result["soak"] = soak(servers[0], args.soak_clients, args.soak, args.new_tokens)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)))
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of the soak run (0 = none)")
     parser.add_argument("--soak-clients", type=int, default=16)
+    parser.add_argument("--soak-only", action="store_true", help="only the soak run (memgpt only, no workload)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / time.strftime("served-http-%Y%m%d-%H%M%S"))
     args = parser.parse_args(argv)
     args.folder, args.out = args.folder.resolve(), args.out.resolve()
@@ -310,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     servers.append(Server("memgpt", [sys.executable, "-m", "memgpt_runtime.cli", "serve", str(args.folder), "--port", str(port),
                                      "--threads", str(args.threads), "--max-batch", str(args.slots), "--max-queue", "256", "--model-name", "m",
                                      "--log-level", "warning"], port, lambda n: {"min_tokens": n}, args.out / "memgpt.log"))  # fmt: skip
-    if args.llama_server:
+    if args.llama_server and not args.soak_only:
         port = free_port()
         servers.append(Server("llama-server", [str(args.llama_server), "-m", str(args.gguf), "--host", "127.0.0.1", "--port", str(port),
                                                "-np", "8", "-c", "16384", "-t", str(args.threads), "--log-disable"], port,
@@ -322,22 +344,16 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers:
             s.wait()
             serve(s, 2, 2, 8)  # warm-up
-        result["in_process_tokens_per_s"] = in_process(args.folder, args.threads, args.requests, args.new_tokens)
-        non_streamed = []
-        for r in range(args.rounds):
-            order = servers if r % 2 == 0 else servers[::-1]
-            for s in order:
-                for c in clients if r % 2 == 0 else clients[::-1]:
-                    runs.append(serve(s, c, args.requests, args.new_tokens))
-                    print(f"round {r} {s.name} C={c}: {runs[-1].tokens_per_second:.1f} tok/s", file=sys.stderr, flush=True)
-            non_streamed.append(serve(servers[0], 1, args.requests, args.new_tokens, stream=False).tokens_per_second)
-        result["memgpt_one_client_non_streamed"] = float(np.median(non_streamed))
-        result["summary"] = summary(runs, result["in_process_tokens_per_s"])
-        result["same_as_alone"] = {s.name: same_as_alone(runs, s.name) for s in servers}
-        if args.soak:
+        if args.soak_only:
             result["soak"] = soak(servers[0], args.soak_clients, args.soak, args.new_tokens)
+        else:
+            runs += workload(args, servers, clients, result)
     finally:
         result["exit_codes"] = {s.name: s.stop() for s in servers}
+    return _write(args, result, runs)
+
+
+def _write(args, result: dict, runs: list[Run]) -> int:
     result["runs"] = [{k: v for k, v in asdict(r).items() if k != "texts"} for r in runs]
     (args.out / "served_http.json").write_text(json.dumps(result, indent=1))
     text = report(result)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 from pathlib import Path
 
 from ..errors import MemgptError, UsageError
+
+SWITCH_INTERVAL = float(os.environ.get("MEMGPT_SERVE_SWITCH_INTERVAL", "0.001"))  # seconds; Python's default is 0.005
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
                             access_log=False, timeout_graceful_shutdown=args.drain_timeout, lifespan="on")  # fmt: skip
     server = uvicorn.Server(config)
+    # the engine thread needs the GIL back after each model call while the event loop may be busy writing streams:
+    # a shorter switch interval (default 5 ms) bounds that wait on the engine's critical path
+    sys.setswitchinterval(SWITCH_INTERVAL)
     state.on_load_failure = lambda: setattr(server, "should_exit", True)
     # subtle: uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler makes a drained
     # SIGTERM exit 0 instead of running `memgpt`'s own handler (exit 143)
