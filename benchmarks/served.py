@@ -110,8 +110,16 @@ def static_batch(lm, prompts: list[list[int]], new_tokens: int) -> float:
     return len(prompts) * new_tokens / (time.perf_counter() - start)
 
 
-def chat_ttft(lm, engine: Engine, reuse: bool, new_tokens: int) -> list[float]:
-    """Time to first token of each turn of a five-turn chat, the history re-rendered by the template each turn."""
+def chat_ttft(lm, reuse: bool, new_tokens: int) -> list[float]:
+    """Time to first token of each turn of a five-turn chat, the history re-rendered by the template each turn.
+
+    A new engine each time: its prefix store starts empty, so turn 1 computes its whole prompt either way.
+    """
+    with Engine(lm, slots=2) as engine:
+        return _chat_turns(lm, engine, reuse, new_tokens)
+
+
+def _chat_turns(lm, engine: Engine, reuse: bool, new_tokens: int) -> list[float]:
     history, ttfts = [], []
     for message in CHAT_TURNS:
         history.append({"role": "user", "content": message})
@@ -182,7 +190,7 @@ def measure(folder: Path, rounds: int, new_tokens: int, threads: int, prefill_ch
                 elif kind == "served":
                     served[arg].append(serve(engine, prompts, arg, max(16, 2 * arg), new_tokens))
                 else:
-                    figures["chat_ttft_reuse" if arg else "chat_ttft_fresh"].append(chat_ttft(lm, engine, arg, new_tokens))
+                    figures["chat_ttft_reuse" if arg else "chat_ttft_fresh"].append(chat_ttft(lm, arg, new_tokens))
     one = [s.tokens_per_second for s in served[1]]
     report = {
         "folder": str(folder),
@@ -236,11 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
     parser.add_argument("--prefill-chunk", type=int, default=256, help="prompt chunk size (default 256)")
     parser.add_argument("--soak", type=float, default=0, help="then 16 clients for this many seconds (default: no soak)")
+    parser.add_argument("--only-chat", action="store_true", help="only the chat-turn time to first token")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results") / time.strftime("served-%Y%m%d-%H%M%S"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     reports = []
     for folder in args.folders:
+        if args.only_chat:
+            lm = mr.load(folder, threads=args.threads)
+            runs = {True: [], False: []}
+            for r in range(args.rounds):  # interleaved, the order reversed every round
+                for reuse in (True, False) if r % 2 == 0 else (False, True):
+                    runs[reuse].append(chat_ttft(lm, reuse, args.new_tokens))
+            for reuse, values in runs.items():
+                turns = np.median(values, axis=0)
+                print(f"{folder} chat TTFT per turn {'with' if reuse else 'without'} prefix reuse (s): "
+                      f"{', '.join(f'{t:.3f}' for t in turns)}; turn 5 / turn 1 = {turns[-1] / turns[0]:.2f}", flush=True)
+            continue
         report = measure(folder, args.rounds, args.new_tokens, args.threads, args.prefill_chunk)
         if args.soak:
             lm = mr.load(folder, threads=args.threads)
