@@ -270,8 +270,9 @@ def report(result: dict) -> str:
     if one:
         lines.append(f"memgpt, one client, not streamed: {one:.1f} tok/s")
         lines.append("")
-    lines += ["| server | clients | tok/s | vs 1 client | TTFT p50 / p95 (s) | latency p50 / p95 (s) | same as alone | errors |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    if result.get("summary"):
+        lines += ["| server | clients | tok/s | vs 1 client | TTFT p50 / p95 (s) | latency p50 / p95 (s) | same as alone | errors |",
+                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, per in result.get("summary", {}).items():
         equal = result["same_as_alone"].get(name, {})
         for c, s in per.items():
