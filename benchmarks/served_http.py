@@ -162,17 +162,23 @@ def serve(server: Server, clients: int, requests: int, new_tokens: int, stream: 
     return run
 
 
-def in_process(folder: Path, threads: int, requests: int, new_tokens: int) -> float:
-    """tokens/s of `lm.generate` on the same chat prompts one after another, in this process (no server)."""
-    import memgpt_runtime as mr
+class InProcess:
+    """`lm.generate` on the same chat prompts one after another, in this process (no server): the baseline of the
+    HTTP overhead, measured in every round next to the servers."""
 
-    lm = mr.load(folder, threads=threads)
-    prompts = [lm.encode_prompt(messages(i)) for i in range(requests)]
-    lm.generate([prompts[0]], max_new_tokens=4)  # warm-up
-    start = time.perf_counter()
-    for p in prompts:
-        lm.generate([p], max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-    return requests * new_tokens / (time.perf_counter() - start)
+    def __init__(self, folder: Path, threads: int, requests: int, new_tokens: int):
+        import memgpt_runtime as mr
+
+        self.lm = mr.load(folder, threads=threads)
+        self.prompts = [self.lm.encode_prompt(messages(i)) for i in range(requests)]
+        self.new_tokens = new_tokens
+        self.lm.generate([self.prompts[0]], max_new_tokens=4)  # warm-up
+
+    def tokens_per_second(self) -> float:
+        start = time.perf_counter()
+        for p in self.prompts:
+            self.lm.generate([p], max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens)
+        return len(self.prompts) * self.new_tokens / (time.perf_counter() - start)
 
 
 def soak(server: Server, clients: int, seconds: float, new_tokens: int) -> dict:
@@ -268,7 +274,8 @@ def report(result: dict) -> str:
         lines += [f"in-process `lm.generate`, one prompt after another: {result['in_process_tokens_per_s']:.1f} tok/s", ""]
     one = result.get("memgpt_one_client_non_streamed")
     if one:
-        lines.append(f"memgpt, one client, not streamed: {one:.1f} tok/s")
+        lines.append(f"memgpt, one client, not streamed: {one:.1f} tok/s ({result['overhead_ratio_non_streamed']:.2f}x in-process, "
+                     f"median of per-round ratios); streamed: {result.get('overhead_ratio_streamed', float('nan')):.2f}x in-process")  # fmt: skip
         lines.append("")
     if result.get("summary"):
         lines += ["| server | clients | tok/s | vs 1 client | TTFT p50 / p95 (s) | latency p50 / p95 (s) | same as alone | errors |",
@@ -288,18 +295,27 @@ def report(result: dict) -> str:
 
 
 def workload(args, servers: list[Server], clients: list[int], result: dict) -> list[Run]:
-    """The rounds of C clients on every server, the in-process baseline, and the soak if asked."""
+    """Rounds of: the in-process baseline, C clients on every server, one non-streamed client on memgpt; the soak if
+    asked."""
     runs: list[Run] = []
-    result["in_process_tokens_per_s"] = in_process(args.folder, args.threads, args.requests, args.new_tokens)
-    non_streamed = []
+    local = InProcess(args.folder, args.threads, args.requests, args.new_tokens)
+    baseline, non_streamed, streamed = [], [], []
     for r in range(args.rounds):
+        baseline.append(local.tokens_per_second())
         order = servers if r % 2 == 0 else servers[::-1]
         for s in order:
             for c in clients if r % 2 == 0 else clients[::-1]:
                 runs.append(serve(s, c, args.requests, args.new_tokens))
                 print(f"round {r} {s.name} C={c}: {runs[-1].tokens_per_second:.1f} tok/s", file=sys.stderr, flush=True)
+                if s is servers[0] and c == 1:
+                    streamed.append(runs[-1].tokens_per_second)
         non_streamed.append(serve(servers[0], 1, args.requests, args.new_tokens, stream=False).tokens_per_second)
+    result["in_process_tokens_per_s"] = float(np.median(baseline))
+    result["in_process_all"] = [round(x, 1) for x in baseline]
     result["memgpt_one_client_non_streamed"] = float(np.median(non_streamed))
+    if streamed:
+        result["overhead_ratio_streamed"] = float(np.median(np.array(streamed) / np.array(baseline)))
+    result["overhead_ratio_non_streamed"] = float(np.median(np.array(non_streamed) / np.array(baseline)))
     result["summary"] = summary(runs, result["in_process_tokens_per_s"])
     result["same_as_alone"] = {s.name: same_as_alone(runs, s.name) for s in servers}
     if args.soak:
