@@ -83,11 +83,11 @@ def _rtn(blocks: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
 def _searched(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per block, the (scale, zero) of the candidates below with the smallest `weights`-weighted squared error.
 
-    blocks (N, k_blocks, block), weights (1 or N, k_blocks, block); compiled in `search_kernel.py`, which says how
+    blocks (N, k_blocks, block), weights (1 or N, k_blocks, block); compiled in `quant_kernels.py`, which says how
     its arithmetic relates to the numpy expression (each candidate: scale from the shrunk range, zero point from
     the shifted minimum, REFINE_STEPS weighted least-squares scales for the codes it picks, then its error).
     """
-    from .search_kernel import search_blocks
+    from .quant_kernels import search_blocks
 
     n, k_blocks, size = blocks.shape
     flat = np.ascontiguousarray(blocks, np.float32).reshape(-1, size)  # (N * k_blocks, block)

@@ -21,7 +21,7 @@ from export.architectures import model_shape, supported_model_types
 from export.progress import Progress
 from export.quantize import weight_matmuls
 from memgpt_runtime.errors import ExportError
-from memgpt_runtime.manifest import EncoderSpec, GraphSpec, KVCacheSpec, TokenSpec, read_manifest
+from memgpt_runtime.manifest import VERSION, EncoderSpec, GraphSpec, KVCacheSpec, TokenSpec, read_manifest
 
 import tiny_models as tm
 
@@ -83,7 +83,7 @@ def test_manifest_says_encoder_decoder_with_the_graph_cache_and_encoder_specs(
     request, export_fixture, architecture, heads, head_size, context, vocab
 ):
     m = read_manifest(request.getfixturevalue(export_fixture))
-    assert (m.format, m.version, m.kind, m.architecture) == ("memgpt-runtime-manifest", 2, "encoder-decoder", architecture)
+    assert (m.format, m.version, m.kind, m.architecture) == ("memgpt-runtime-manifest", VERSION, "encoder-decoder", architecture)
     assert m.graph == DECODER_GRAPH
     assert m.kv_cache == _kv(heads, head_size)
     assert m.encoder == _encoder(heads, head_size, context)
