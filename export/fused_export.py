@@ -6,7 +6,7 @@ Read as the steps it takes (each a function below; `pipeline.py` calls `export_f
         it against a bf16 PyTorch model when the fp32 one is too large].
   int8/int4: write a draft graph (fp32 when the whole fp32 model is validated anyway, else int8) -> check the fp32
         graph -> [int4: sample the calibration text from the draft] -> write the quantized graph layer by layer
-        (int4: each layer's statistics measured just before its weights are quantized, layer_calibration.py) ->
+        (int4: each layer's statistics measured just before its weights are quantized, draft_calibration.py) ->
         measure it against PyTorch.
 The PyTorch logits are computed before any onnxruntime session opens and the model is freed, so the two never
 share memory. Design and measurements: docs/streaming-export.md. This file writes no tokenizer or manifest
@@ -27,7 +27,7 @@ from memgpt_runtime.manifest import Manifest
 from .families import DecoderRecipe, recipe_for
 from .fused_graph import FloatPrecision, FusedDecoder
 from .graph_builder import ExternalStore, GraphBuilder
-from .layer_calibration import LayerCalibration, sample_text
+from .draft_calibration import LayerCalibration, sample_text
 from .manifest_builder import build_manifest
 from .onnx_graph import EXTERNAL_DATA_FILE, MODEL_FILE, DecoderGraph
 from .progress import Progress
