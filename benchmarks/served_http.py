@@ -180,6 +180,12 @@ class InProcess:
             self.lm.generate([p], max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens)
         return len(self.prompts) * self.new_tokens / (time.perf_counter() - start)
 
+    def static_batch(self, rows: int = 8) -> float:
+        """tokens/s of one padded `lm.generate` of `rows` prompts: what batching 8 rows gives without a server."""
+        start = time.perf_counter()
+        self.lm.generate(self.prompts[:rows], max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens)
+        return rows * self.new_tokens / (time.perf_counter() - start)
+
 
 def soak(server: Server, clients: int, seconds: float, new_tokens: int) -> dict:
     """Streaming clients for `seconds`, one request in ten closed after a random number of chunks."""
@@ -271,7 +277,8 @@ def same_as_alone(runs: list[Run], name: str) -> dict[int, str]:
 def report(result: dict) -> str:
     lines = []
     if "in_process_tokens_per_s" in result:
-        lines += [f"in-process `lm.generate`, one prompt after another: {result['in_process_tokens_per_s']:.1f} tok/s", ""]
+        lines += [f"in-process `lm.generate`, one prompt after another: {result['in_process_tokens_per_s']:.1f} tok/s; one static "
+                  f"batch of 8: {result['static_batch_8_tokens_per_s']:.1f} tok/s ({result['static_batch_8_vs_in_process']:.2f}x)", ""]  # fmt: skip
     one = result.get("memgpt_one_client_non_streamed")
     if one:
         lines.append(f"memgpt, one client, not streamed: {one:.1f} tok/s ({result['overhead_ratio_non_streamed']:.2f}x in-process, "
@@ -299,9 +306,10 @@ def workload(args, servers: list[Server], clients: list[int], result: dict) -> l
     asked."""
     runs: list[Run] = []
     local = InProcess(args.folder, args.threads, args.requests, args.new_tokens)
-    baseline, non_streamed, streamed = [], [], []
+    baseline, batch8, non_streamed, streamed = [], [], [], []
     for r in range(args.rounds):
         baseline.append(local.tokens_per_second())
+        batch8.append(local.static_batch(8))
         order = servers if r % 2 == 0 else servers[::-1]
         for s in order:
             for c in clients if r % 2 == 0 else clients[::-1]:
@@ -312,6 +320,8 @@ def workload(args, servers: list[Server], clients: list[int], result: dict) -> l
         non_streamed.append(serve(servers[0], 1, args.requests, args.new_tokens, stream=False).tokens_per_second)
     result["in_process_tokens_per_s"] = float(np.median(baseline))
     result["in_process_all"] = [round(x, 1) for x in baseline]
+    result["static_batch_8_tokens_per_s"] = float(np.median(batch8))
+    result["static_batch_8_vs_in_process"] = float(np.median(np.array(batch8) / np.array(baseline)))
     result["memgpt_one_client_non_streamed"] = float(np.median(non_streamed))
     if streamed:
         result["overhead_ratio_streamed"] = float(np.median(np.array(streamed) / np.array(baseline)))
