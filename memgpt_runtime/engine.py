@@ -50,7 +50,7 @@ class Handle:
         self._engine = engine
         self._events: deque[Step | Done | BaseException] = deque()
         self._ready = threading.Condition()
-        self._loops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        self._loops: list[tuple[asyncio.AbstractEventLoop, asyncio.Event, int]] = []
         self._result: GenerateResult | None = None
         self._error: BaseException | None = None
         self.cancelled = False
@@ -86,11 +86,16 @@ class Handle:
             if isinstance(event, Done):
                 return
 
-    async def events(self):
-        """The same events as iterating, for asyncio: awaiting never blocks the event loop."""
+    async def events(self, every: int = 1):
+        """The same events as iterating, for asyncio: awaiting never blocks the event loop.
+
+        `every`: wake the event loop when that many events wait (or the request ends), not at each step; an answer
+        that is not streamed needs no wake-up per token, and each one takes a core from the model's threads.
+        """
         loop, flag = asyncio.get_running_loop(), asyncio.Event()
+        waiter = (loop, flag, every)
         with self._ready:
-            self._loops.append((loop, flag))
+            self._loops.append(waiter)
         try:
             while True:
                 with self._ready:
@@ -107,7 +112,7 @@ class Handle:
                     return
         finally:
             with self._ready:
-                self._loops.remove((loop, flag))
+                self._loops.remove(waiter)
 
     # -- called by the engine thread ---------------------------------------------------------------------------
 
@@ -119,8 +124,10 @@ class Handle:
             elif isinstance(event, BaseException):
                 self._error = event
             self._ready.notify_all()
-            for loop, flag in self._loops:
-                loop.call_soon_threadsafe(flag.set)
+            final = not isinstance(event, Step)
+            for loop, flag, every in self._loops:  # once, as the waiting events reach `every`: the flag stays set
+                if final or len(self._events) == every:
+                    loop.call_soon_threadsafe(flag.set)
 
 
 @dataclass(eq=False)

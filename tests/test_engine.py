@@ -161,6 +161,32 @@ def test_asyncio_callers_await_events_without_blocking_the_loop(tiny_llama_expor
     assert events == 151 and ticks >= 10  # the loop ticked all along the 150-token stream
 
 
+def test_an_awaiting_caller_can_be_woken_every_few_steps_and_still_gets_every_event(tiny_llama_export):
+    lm = mr.load(tiny_llama_export)
+
+    async def main(engine, every):
+        loop, wakes = asyncio.get_running_loop(), 0
+        real = loop.call_soon_threadsafe
+
+        def counted(callback, *args, **kwargs):  # the engine thread wakes the loop through this
+            nonlocal wakes
+            wakes += 1
+            return real(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counted
+        events = [e async for e in engine.submit(PROMPTS[1], max_new_tokens=40, min_new_tokens=40).events(every)]
+        return events, wakes
+
+    with Engine(lm, slots=2) as engine:
+        each, each_wakes = asyncio.run(main(engine, 1))
+        eighth, eighth_wakes = asyncio.run(main(engine, 8))
+    tokens = lambda events: [int(e.tokens[0]) for e in events if isinstance(e, Step)]  # noqa: E731
+    assert len(each) == len(eighth) == 41 and isinstance(eighth[-1], Done)
+    solo = alone(lm, PROMPTS[1], dict(max_new_tokens=40, min_new_tokens=40)).sequences[0, len(PROMPTS[1]) :]
+    assert tokens(eighth) == tokens(each) == solo.tolist()
+    assert eighth_wakes <= 40 // 8 + 1 < each_wakes  # a wake-up per 8 steps, and one at the end
+
+
 def test_cancelling_frees_the_slots_for_the_next_request(tiny_llama_export):
     lm = mr.load(tiny_llama_export)
     with Engine(lm, slots=1, max_queue=4) as engine:

@@ -21,6 +21,9 @@ from .protocol import Job
 from .text import ChoiceText, TokenText
 
 
+NOT_STREAMED_WAKE_EVERY = 8  # engine steps per wake-up of the event loop for an answer sent whole
+
+
 @dataclass
 class Delta:
     """What one choice adds in one step: text, the tokens that made it, and its finish reason once it ends."""
@@ -66,7 +69,10 @@ class Generation:
     async def deltas(self):
         """Lists of `Delta`s as the engine steps, the last one carrying every choice's finish reason."""
         try:
-            async with aclosing(self.handle.events()) as events:
+            # streamed: every step goes out as it comes; otherwise the loop wakes every few steps, which delays
+            # noticing a stop string by at most that many tokens of the engine's time, never the answer
+            every = 1 if self.job.stream else NOT_STREAMED_WAKE_EVERY
+            async with aclosing(self.handle.events(every)) as events:
                 async for event in events:
                     if isinstance(event, Step):
                         if event.tokens is None:  # beam search: nothing is decided before the end
