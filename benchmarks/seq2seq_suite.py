@@ -27,7 +27,7 @@ QUICK_SETTINGS = {**DEFAULT_SETTINGS, "model": "tiny-marian", "new_tokens": 16, 
 MODEL_NAMES = {
     "marian": "Marian, random weights, opus-mt-en-de shape (d_model 512, 6 + 6 layers, 8 heads, FFN 2048, "
               "vocabulary 58101)",
-    "tiny-marian": "tiny random Marian (tests/tiny_models.py: d_model 64, 2 + 2 layers)",
+    "tiny-marian": "tiny random Marian (benchmarks/tiny_models.py: d_model 64, 2 + 2 layers)",
 }  # fmt: skip
 ADAPTERS = ("torch_engine", "memgpt_engine")  # the engines with an encoder-decoder path
 WORKLOADS = ["translate", "beam", "batch"]

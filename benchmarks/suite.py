@@ -31,7 +31,7 @@ QUICK_SETTINGS = {
     **DEFAULT_SETTINGS, "model": "tiny", "prefill_tokens": 64, "decode_new": 16, "beam_new": 8, "batch_size": 4,
     "batch_new": 8, "steps_new": 32, "agreement_new": 16, "agreement_prompts": 3, "ppl_tokens": 128, "timeout": 300,
 }  # fmt: skip
-MODEL_NAMES = {"default": "SmolLM2-135M-Instruct", "tiny": "tiny random Llama (tests/tiny_models.py)"}
+MODEL_NAMES = {"default": "SmolLM2-135M-Instruct", "tiny": "tiny random Llama (benchmarks/tiny_models.py)"}
 SPEED_WORKLOADS = ["prefill", "greedy", "beam", "batch", "steps"]
 INSTALL_HINTS = {"llama_cpp": "pip install llama-cpp-python", "onnxruntime_genai": "pip install onnxruntime-genai"}
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-import tiny_models
+from benchmarks import tiny_models
 
 Types = Callable[[str, int | None], str]  # (GGUF role such as "attn_v", layer or None) -> GGUF type name
 

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from memgpt_runtime.manifest import read_manifest
 
-import tiny_models as tm
+from benchmarks import tiny_models as tm
 
 
 FUSED_INPUTS = dict(attention_mask=None, position_ids=None, seqlens_k="seqlens_k",

@@ -87,7 +87,7 @@ def test_other_architectures_quantize_every_weight_matmul(request, tmp_path, hf_
 
 
 def test_an_untied_llama_head_is_quantized_too(tmp_path):
-    import tiny_models
+    from benchmarks import tiny_models
     from export import export_model
     from export.progress import Progress
 

@@ -2,7 +2,7 @@
 
 The folder holds the decoder (`model.onnx`, optimum's decoder with past), the encoder (`encoder.onnx`, which
 also returns every decoder layer's cross-attention keys and values), `tokenizer.json` and a manifest of kind
-"encoder-decoder". All models are tiny and random (tests/tiny_models.py); nothing touches the network.
+"encoder-decoder". All models are tiny and random (benchmarks/tiny_models.py); nothing touches the network.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from export.quantize import weight_matmuls
 from memgpt_runtime.errors import ExportError
 from memgpt_runtime.manifest import VERSION, EncoderSpec, GraphSpec, KVCacheSpec, TokenSpec, read_manifest
 
-import tiny_models as tm
+from benchmarks import tiny_models as tm
 
 FOLDER = ["encoder.onnx", "manifest.json", "model.onnx", "tokenizer.json"]
 CASES = {"one_source", "right_padded_batch"}
