@@ -28,7 +28,8 @@ from memgpt_runtime.manifest import EncoderSpec, GraphSpec, KVCacheSpec
 
 from .architectures import ModelShape
 from .graph_builder import GraphBuilder
-from .onnx_graph import DecoderGraph, _dims, export_onnx, save_onnx
+from .graph_spec import DecoderGraph
+from .onnx_graph import export_onnx, save_onnx, tensor_dims
 
 TASK = "text2text-generation-with-past"
 OPTIMUM_ENCODER, OPTIMUM_DECODER = "encoder_model.onnx", "decoder_with_past_model.onnx"
@@ -125,8 +126,8 @@ def read_seq2seq_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    inputs = {i.name: _dims(i) for i in proto.graph.input}
-    outputs = {o.name: _dims(o) for o in proto.graph.output}
+    inputs = {i.name: tensor_dims(i) for i in proto.graph.input}
+    outputs = {o.name: tensor_dims(o) for o in proto.graph.output}
     templates = (PAST_SELF_KEY, PAST_SELF_VALUE, PAST_CROSS_KEY, PAST_CROSS_VALUE)
     wanted_in = ["input_ids", "encoder_attention_mask"] + [t.format(i=i) for i in range(shape.num_layers) for t in templates]
     wanted_out = ["logits"] + [t.format(i=i) for i in range(shape.num_layers) for t in (PRESENT_SELF_KEY, PRESENT_SELF_VALUE)]

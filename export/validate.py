@@ -18,7 +18,7 @@ import numpy as np
 
 from memgpt_runtime.errors import ExportError
 
-from .onnx_graph import DecoderGraph
+from .graph_spec import DecoderGraph
 
 FP32_TOLERANCE = 1e-3
 PROMPTS = (
