@@ -54,8 +54,8 @@ def quantize(w: np.ndarray, bits: int, block_size: int = 32, method: str = "rtn"
     if method == "rtn":
         scale, zero = _rtn(blocks, 2**bits - 1)
     else:
-        scale, zero = _searched(blocks, 2**bits - 1, _block_weights(importance, w.shape[1], block_size))
-    codes = _codes(blocks, scale, zero, 2**bits - 1)
+        scale, zero = search_scale_zero(blocks, 2**bits - 1, _block_weights(importance, w.shape[1], block_size))
+    codes = block_codes(blocks, scale, zero, 2**bits - 1)
     return pack(codes, scale, zero, bits, block_size, w.shape[1])
 
 
@@ -80,7 +80,7 @@ def _rtn(blocks: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, np.clip(np.round(-lo / scale), 0, top)
 
 
-def _searched(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def search_scale_zero(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per block, the (scale, zero) of the candidates below with the smallest `weights`-weighted squared error.
 
     blocks (N, k_blocks, block), weights (1 or N, k_blocks, block); compiled in `quant_kernels.py`, which says how
@@ -96,7 +96,8 @@ def _searched(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.nda
     return scales.reshape(n, k_blocks), zeros.reshape(n, k_blocks)
 
 
-def _codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, top: int) -> np.ndarray:
+def block_codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, top: int) -> np.ndarray:
+    """The codes (0..top, as float32) of blocks (N, k_blocks, block) on each block's (scale, zero) grid."""
     return np.clip(np.round(blocks / scale[:, :, None]) + zero[:, :, None], 0, top).astype(np.float32)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blockwise import Blockwise, _codes, _searched, pack
+from .blockwise import Blockwise, block_codes, pack, search_scale_zero
 
 # fraction of H's mean diagonal added to its diagonal. The reference's 0.01 fits the calibration text too closely
 # with a few thousand positions: on SmolLM2's layer inputs (2,048 sampled positions; error tr(D H D^T) of the
@@ -47,12 +47,12 @@ def gptq(w: np.ndarray, gram: np.ndarray, bits: int, block_size: int,
         lo, hi = b * block_size, (b + 1) * block_size
         block = weight[:, lo:hi]  # (N, block): a view, updated channel by channel below
         weights = importance[None, None, lo:hi] / max(float(importance[lo:hi].mean()), 1e-12)
-        scale, zero = _searched(block[:, None, :].copy(), top, weights)  # (N, 1) each, from the weights as they are now
+        scale, zero = search_scale_zero(block[:, None, :].copy(), top, weights)  # (N, 1) each, from the weights as they are now
         scales[:, b], zeros[:, b] = scale[:, 0], zero[:, 0]
         errors = np.empty((n, block_size), np.float32)
         for j in range(block_size):
             column = block[:, j]
-            code = _codes(column[:, None, None], scale, zero, top)[:, 0, 0]
+            code = block_codes(column[:, None, None], scale, zero, top)[:, 0, 0]
             codes[:, b, j] = code
             error = (column - (code - zero[:, 0]) * scale[:, 0]) / spread[lo + j, lo + j]
             block[:, j + 1 :] -= np.outer(error, spread[lo + j, lo + j + 1 : hi])
