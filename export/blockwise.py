@@ -2,9 +2,8 @@
 
 A weight W of shape (N, K) (output features, input features) is cut into blocks of `block_size` along K;
 each block gets a float scale and an integer zero point, and W ~= (code - zero_point) * scale. Integer zero
-points keep MatMulNBits on its fast int8 kernels (accuracy_level 4); float zero points are not used: in
-onnxruntime 1.32 on this CPU a 4-bit MatMulNBits with float zero points took 1.1-2.0 ms instead of 26-27 us for
-a (576 x 1536) weight at one row of activations, and 8-bit ones are refused. Two ways to pick the codes:
+points keep MatMulNBits on its fast int8 kernels (accuracy_level 4); float zero points run far slower
+(docs/quantization.md). Two ways to pick the codes:
 `rtn` (the block's min and max map to the end codes) and `searched` (a few candidate ranges per block, each
 refined by least squares, keeping the one with the smallest squared error; in the spirit of llama.cpp's
 `make_qkx` quantizers). `searched` can weigh each input channel's error by an `importance` (K,), the mean
