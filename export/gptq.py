@@ -7,8 +7,7 @@ from the calibration is the (K, K) Gram matrix H = X^T X / positions (`calibrate
 `block_size` channels gets its scale and zero point when GPTQ reaches it, from the weights as they are then
 (the importance-weighted search of `blockwise.py`, with diag(H) as the importance), so the result packs into the
 same MatMulNBits layout as any other blockwise weight. The quantizer uses it for the LM head only: on every
-layer it made SmolLM2's perplexity worse (quantize.py), although the rounding error on held-out sampled text
-fell. Pure numpy; this file knows nothing of graphs.
+layer it made SmolLM2's perplexity worse (docs/quantization.md). Pure numpy; this file knows nothing of graphs.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ import numpy as np
 
 from .blockwise import Blockwise, block_codes, pack, search_scale_zero
 
-# fraction of H's mean diagonal added to its diagonal. The reference's 0.01 fits the calibration text too closely
-# with a few thousand positions: on SmolLM2's layer inputs (2,048 sampled positions; error tr(D H D^T) of the
-# rounding D on 2,048 other ones) 0.01 left 3.8, 3.3 and 28.4 where the importance-weighted search left 4.7, 3.0
-# and 23.3 (a q|k|v, a gate|up, a down projection); 0.3 left 3.3, 2.8 and 19.9, and the head's 460 against 829.
+# fraction of H's mean diagonal added to its diagonal; the reference's 0.01 fits a few thousand calibration
+# positions too closely (docs/quantization.md)
 DAMPING = 0.3
 
 
