@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from memgpt_runtime.errors import ExportError
-from memgpt_runtime.manifest import GraphSpec, KVCacheSpec
+from memgpt_runtime.manifest import GraphSpec, KVCacheSpec, layer_names
 
 from .architectures import ModelShape
 from .graph_spec import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, DecoderGraph
@@ -68,7 +68,7 @@ def read_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     proto = onnx.load(str(path), load_external_data=False)
     inputs = {i.name: tensor_dims(i) for i in proto.graph.input}
     outputs = {o.name: tensor_dims(o) for o in proto.graph.output}
-    expected = [t.format(i=i) for i in range(shape.num_layers) for t in (PAST_KEY, PAST_VALUE)]
+    expected = layer_names(shape.num_layers, PAST_KEY, PAST_VALUE)
     missing = [name for name in ["input_ids", *expected] if name not in inputs]
     missing += [name for name in ["logits"] if name not in outputs]
     if missing:

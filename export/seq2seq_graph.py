@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from memgpt_runtime.errors import ExportError
-from memgpt_runtime.manifest import EncoderSpec, GraphSpec, KVCacheSpec
+from memgpt_runtime.manifest import EncoderSpec, GraphSpec, KVCacheSpec, layer_names
 
 from .architectures import ModelShape
 from .graph_builder import GraphBuilder
@@ -129,8 +129,8 @@ def read_seq2seq_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     inputs = {i.name: tensor_dims(i) for i in proto.graph.input}
     outputs = {o.name: tensor_dims(o) for o in proto.graph.output}
     templates = (PAST_SELF_KEY, PAST_SELF_VALUE, PAST_CROSS_KEY, PAST_CROSS_VALUE)
-    wanted_in = ["input_ids", "encoder_attention_mask"] + [t.format(i=i) for i in range(shape.num_layers) for t in templates]
-    wanted_out = ["logits"] + [t.format(i=i) for i in range(shape.num_layers) for t in (PRESENT_SELF_KEY, PRESENT_SELF_VALUE)]
+    wanted_in = ["input_ids", "encoder_attention_mask", *layer_names(shape.num_layers, *templates)]
+    wanted_out = ["logits", *layer_names(shape.num_layers, PRESENT_SELF_KEY, PRESENT_SELF_VALUE)]
     missing = [n for n in wanted_in if n not in inputs] + [n for n in wanted_out if n not in outputs]
     if missing:
         raise ExportError(f"the exported decoder lacks {', '.join(missing[:4])}; this model's ONNX export is not supported")

@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from .concat_cache import ConcatCache
 from .errors import ModelFolderError, PromptTooLongError, UsageError
-from .manifest import REEXPORT_HINT, GraphSpec, KVCacheSpec, Manifest
+from .manifest import REEXPORT_HINT, GraphSpec, KVCacheSpec, Manifest, layer_names
 from .shared_cache import SharedCache
 from .slots import min_rows_of
 
@@ -85,10 +85,8 @@ class DecoderSession:
                     graph.last_index, graph.encoder_attention_mask)
         wanted_in = {graph.input_ids} | {n for n in optional if n}
         wanted_out = {graph.logits}
-        for i in range(kv.num_layers):
-            wanted_in |= {kv.past_key.format(i=i), kv.past_value.format(i=i)}
-            wanted_in |= {n.format(i=i) for n in (graph.cross_key, graph.cross_value) if n}
-            wanted_out |= {kv.present_key.format(i=i), kv.present_value.format(i=i)}
+        wanted_in |= {*kv.past_names(), *layer_names(kv.num_layers, *(n for n in (graph.cross_key, graph.cross_value) if n))}
+        wanted_out |= set(kv.present_names())
         missing = sorted((wanted_in - inputs) | (wanted_out - outputs))
         if missing:
             raise ModelFolderError(f"the ONNX model does not match its manifest (no {missing[0]!r}); {REEXPORT_HINT}")
