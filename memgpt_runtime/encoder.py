@@ -30,7 +30,7 @@ class EncoderSession:
             raise ModelFolderError(f"the encoder graph does not match its manifest (no {missing[0]!r}); {REEXPORT_HINT}")
 
     @classmethod
-    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> "EncoderSession":
+    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> EncoderSession:
         return cls(Path(folder) / manifest.encoder.model_file, manifest.encoder, threads)
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:

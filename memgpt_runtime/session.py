@@ -71,7 +71,7 @@ class DecoderSession:
         self._check_io()
 
     @classmethod
-    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> "DecoderSession":
+    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> DecoderSession:
         return cls(Path(folder) / manifest.model_file, manifest.graph, manifest.kv_cache, manifest.vocab_size,
                    manifest.context_length, threads)
 
