@@ -128,7 +128,7 @@ class FusedDecoder:
 
     def layer(self, source: int) -> None:
         """Append layer `source` of the checkpoint as the graph's next layer."""
-        g, r, w = self.g, self.recipe, self.weights
+        g, r = self.g, self.recipe
         i, p = self.layers, f"model.layers.{source}."
         n = f"layers.{i}."
         x = self._branch_input(r.norms.attn_in, p, n + "input_norm")

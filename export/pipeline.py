@@ -19,15 +19,15 @@ from memgpt_runtime.integrity import record_files
 from memgpt_runtime.manifest import Manifest
 
 from .architectures import Architecture, ModelShape, architecture_for
+from .every_position import with_every_position
 from .fused_export import export_fused, streamed_weights
+from .gguf_quantize import check_gguf_source, fallback_line, quantize_gguf
+from .graph_spec import DecoderGraph
 from .hub import reach_hub
 from .manifest_builder import build_manifest, token_spec
-from .graph_spec import DecoderGraph
 from .onnx_graph import MODEL_FILE, export_onnx, move_fp32_graph, read_decoder_graph, save_onnx
 from .output_folder import check_output_folder, staging_folder
 from .progress import Progress
-from .every_position import with_every_position
-from .gguf_quantize import check_gguf_source, fallback_line, quantize_gguf
 from .quantize import check_scheme, fp32_description, quantize_graph
 from .seq2seq_graph import ENCODER_FILE, export_seq2seq_graphs
 from .seq2seq_validate import measure_seq2seq, seq2seq_cases, seq2seq_torch_reference, validate_seq2seq_fp32

@@ -17,9 +17,10 @@ This file does not validate numbers or quantize; it checks only that the graphs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
