@@ -15,8 +15,8 @@ Quality (perplexity and greedy continuations) lives here too; it is not timed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -11,8 +11,8 @@ in ggml's layouts; tests check them against gguf's dequantizer). Nothing here to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

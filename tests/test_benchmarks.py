@@ -96,7 +96,7 @@ def test_quick_seq2seq_part_has_sane_figures_and_fp32_matches_pytorch(quick_run)
     assert list(engines) == ["pytorch fp32", "memgpt fp32", "memgpt int8"]  # llama.cpp has no encoder-decoder path
     assert 20 <= part["inputs"]["source"] <= 80  # about 40 tokens; the tests' tokenizer decides
     assert len(set(part["inputs"]["batch"])) == s["batch_size"] == 8  # 8 different lengths
-    for name, e in engines.items():
+    for e in engines.values():
         assert e["status"] == "ok", e
         w = e["workloads"]
         assert set(w) == {"translate", "beam", "batch"}

@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from memgpt_runtime.manifest import read_manifest
 from export.quantize import fold_transposed_weights, weight_matmuls
+from memgpt_runtime.manifest import read_manifest
 
 LLAMA_WEIGHT_MATMULS = 2 * 4 + 1  # per layer of the fused graph q|k|v, o, gate|up, down; plus the LM head
 

@@ -3,7 +3,7 @@ step events (tokens, lengths, closing) over a scripted fake, and the contract.""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ PROMPTS = [[5, 6, 7], [3, 4, 50, 6, 7, 9], [11, 12, 13, 14, 15]]
 EOS = {"llama": (92, 5), "gpt2": (101, 98)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str):
     return {"llama": tiny_llama, "gpt2": tiny_gpt2}[name]()
 
