@@ -189,12 +189,27 @@ def test_register_adds_bench_without_importing_heavy_modules():
     (["--engines", "nonsense"], "unknown engine 'nonsense'"),
     (["--threads", "0"], "--threads and --repeats must be at least 1"),
     (["--no-seq2seq", "--only-seq2seq"], "--no-seq2seq and --only-seq2seq exclude each other"),
+    (["--out", __file__], f"--out {__file__} exists and is not a folder"),
 ])  # fmt: skip
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     from benchmarks.cli import main
 
     assert main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_suite_whose_fp32_folder_cannot_be_built_stops_with_one_line_and_exit_1(tmp_path, monkeypatch):
+    from benchmarks import models, suite
+    from benchmarks.errors import BenchError
+
+    def disk_full(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(models, "build_hf", disk_full)
+    with pytest.raises(BenchError, match="cannot build the memgpt fp32 model.*OSError: disk full") as caught:
+        suite.run_suite(suite.QUICK_SETTINGS, 1, tmp_path)
+    assert caught.value.exit_code == 1 and "\n" not in str(caught.value)
 
 
 def test_engine_selection_always_includes_the_baseline():
