@@ -53,6 +53,7 @@ def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec
     inputs = prompts.make_seq2seq_inputs(lm.tokenizer, settings)
     base_spec = {"threads": threads, "settings": settings, "inputs": inputs, "pad_id": lm.manifest.tokens.pad_token_id,
                  "eos_ids": list(lm.manifest.tokens.eos_token_ids), "job": "seq2seq"}  # fmt: skip
+
     def artifact(engine: EngineSpec) -> dict[str, str]:
         built = hf if engine.adapter == "torch_engine" else _memgpt(settings, hf, cache, engine.precision)
         return {"folder": str(built), "model_path": str(built)}
