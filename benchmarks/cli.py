@@ -40,7 +40,10 @@ def register(subparsers) -> None:
 
 
 def select_engines(text: str | None):
+    """The engines `--engines` names (every engine without it), the baseline always among them; BenchError names
+    an unknown one."""
     from .engines import BASELINE, ENGINES, by_name
+    from .errors import BenchError
 
     if not text:
         return list(ENGINES)
@@ -48,29 +51,24 @@ def select_engines(text: str | None):
     chosen = [e for e in ENGINES if any(e.name == w or e.name.startswith(w) for w in wanted)]
     unknown = [w for w in wanted if not any(e.name == w or e.name.startswith(w) for e in ENGINES)]
     if unknown:
-        by_name(unknown[0])  # raises with the list of known names
+        raise BenchError(f"unknown engine {unknown[0]!r}; known: {', '.join(e.name for e in ENGINES)}")
     if by_name(BASELINE) not in chosen:
         chosen.insert(0, by_name(BASELINE))  # ratios need the baseline of the same run
     return chosen
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the suite as `args` say; 0 when the baseline ran in every part, else 1. BenchError for a bad option."""
     from . import report, seq2seq_suite, suite
+    from .errors import BenchError
 
     if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
-        print("error: --threads and --repeats must be at least 1", file=sys.stderr)
-        return 2
+        raise BenchError("--threads and --repeats must be at least 1")
     if args.threads > (os.cpu_count() or 1):
-        print(f"error: --threads must be at most {os.cpu_count()}, this machine's CPUs; more threads than CPUs only slow every engine", file=sys.stderr)
-        return 2
+        raise BenchError(f"--threads must be at most {os.cpu_count()}, this machine's CPUs; more threads than CPUs only slow every engine")
     if args.no_seq2seq and args.only_seq2seq:
-        print("error: --no-seq2seq and --only-seq2seq exclude each other; give one of them", file=sys.stderr)
-        return 2
-    try:
-        engines = select_engines(args.engines)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
+        raise BenchError("--no-seq2seq and --only-seq2seq exclude each other; give one of them")
+    engines = select_engines(args.engines)
     settings = dict(suite.QUICK_SETTINGS if args.quick else suite.DEFAULT_SETTINGS)
     seq2seq_settings = dict(seq2seq_suite.QUICK_SETTINGS if args.quick else seq2seq_suite.DEFAULT_SETTINGS)
     if args.repeats:
@@ -78,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or DEFAULT_RESULTS / (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     problem = out_problem(out)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise BenchError(problem)
     out.mkdir(parents=True, exist_ok=True)
     quality = not args.no_quality
     if args.only_seq2seq:
@@ -113,6 +110,14 @@ def baselines_ok(result: dict) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks`: as `memgpt bench`, a BenchError is one line on stderr and its exit code."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    from .errors import BenchError
+
+    try:
+        return run(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code

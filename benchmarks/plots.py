@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .columns import SEQ2SEQ_COLUMNS, speedup
+
 
 def write_plots(result: dict, folder: Path) -> dict[str, Path]:
     import matplotlib
@@ -73,8 +75,6 @@ def _decoder_only(plt, result: dict, folder: Path) -> dict[str, Path]:
 
 def _seq2seq(plt, part: dict, threads: int, path: Path) -> Path:
     """Grouped bars: each engine's speed-up against the baseline on workloads (1)-(3), medians."""
-    from .report import SEQ2SEQ_COLUMNS, speedup
-
     engines = {n: e for n, e in part["engines"].items() if e.get("status") == "ok"}
     base = engines.get(part["baseline"], {})
     columns = [c for c in SEQ2SEQ_COLUMNS if c[2] != "first_token_seconds"]

@@ -11,45 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-# (title, workload, key, kind): kind "s" = seconds (lower is better), "tps" = tokens/s (higher is better)
-SPEED_COLUMNS = [
-    ("(a) prefill {prefill_tokens} tok, s", "prefill", "seconds", "s"),
-    ("(b) first token, s", "greedy", "first_token_seconds", "s"),
-    ("(b) decode, tok/s", "greedy", "decode_tokens_per_second", "tps"),
-    ("(c) beam {beams}x{beam_new}, s", "beam", "seconds", "s"),
-    ("(d) batch {batch_size}x{batch_new}, tok/s", "batch", "tokens_per_second", "tps"),
-]
+from .columns import SEQ2SEQ_COLUMNS, SPEED_COLUMNS, figure, speedup
+
 SEQ2SEQ_TITLES = {
     "marian": "Encoder-decoder (Marian, random weights, opus-mt-en-de shape)",
     "tiny-marian": "Encoder-decoder (tiny random Marian, --quick)",
 }
-SEQ2SEQ_COLUMNS = [
-    ("(1) greedy {new_tokens} tok, s", "translate", "seconds", "s"),
-    ("(1) first token, s", "translate", "first_token_seconds", "s"),
-    ("(1) decode, tok/s", "translate", "decode_tokens_per_second", "tps"),
-    ("(2) beam {beams}x{new_tokens}, s", "beam", "seconds", "s"),
-    ("(3) batch {batch_size}x{new_tokens}, tok/s", "batch", "tokens_per_second", "tps"),
-]
-
-
-def _figure(entry: dict, workload: str, key: str) -> dict | None:
-    w = (entry.get("workloads") or {}).get(workload) or {}
-    return w.get(key) if isinstance(w.get(key), dict) else None
-
-
-def speedup(entry: dict, base: dict, workload: str, key: str, kind: str) -> float | None:
-    """Baseline seconds / engine seconds, or engine tokens/s / baseline tokens/s (medians); None when missing."""
-    fig, ref = _figure(entry, workload, key), _figure(base, workload, key)
-    if fig is None or ref is None:
-        return None
-    return ref["median"] / fig["median"] if kind == "s" else fig["median"] / ref["median"]
 
 
 def _cell(entry: dict, base: dict, workload: str, key: str, kind: str, spread: bool = False) -> str:
     w = (entry.get("workloads") or {}).get(workload) or {}
     if w.get("status") == "n/a":
         return "n/a"
-    fig = _figure(entry, workload, key)
+    fig = figure(entry, workload, key)
     if fig is None:
         return "–"
     digits = 3 if kind == "s" else 1

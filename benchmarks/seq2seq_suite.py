@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from . import interleave, models, prompts, seq2seq_workloads
-from .engines import BASELINE, EngineSpec, missing_module
-from .suite import add_agreement, build_folder, say
+from .engines import BASELINE, EngineSpec
+from .models import BuildError
+from .suite import add_agreement, build_folder, plan, say
 
 DEFAULT_SETTINGS = {
     "model": "marian", "repeats": 3, "warmup": 1, "new_tokens": 64, "beams": 4, "batch_size": 8,
@@ -27,7 +28,7 @@ QUICK_SETTINGS = {**DEFAULT_SETTINGS, "model": "tiny-marian", "new_tokens": 16, 
 MODEL_NAMES = {
     "marian": "Marian, random weights, opus-mt-en-de shape (d_model 512, 6 + 6 layers, 8 heads, FFN 2048, "
               "vocabulary 58101)",
-    "tiny-marian": "tiny random Marian (tests/tiny_models.py: d_model 64, 2 + 2 layers)",
+    "tiny-marian": "tiny random Marian (benchmarks/tiny_models.py: d_model 64, 2 + 2 layers)",
 }  # fmt: skip
 ADAPTERS = ("torch_engine", "memgpt_engine")  # the engines with an encoder-decoder path
 WORKLOADS = ["translate", "beam", "batch"]
@@ -41,31 +42,23 @@ def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec
     cache.mkdir(parents=True, exist_ok=True)
     log_dir = log_dir or cache
     part = {"model": MODEL_NAMES[settings["model"]], "settings": settings, "baseline": BASELINE}
-    hf = build_folder(cache, "hf", lambda: models.build_hf(settings["model"], cache / "hf"))
-    fp32 = _memgpt(settings, hf, cache, "fp32")
-    if isinstance(fp32, str):
-        return {**part, "status": "failed", "error": fp32}
+    try:
+        hf = build_folder(cache, "hf", lambda: models.build_hf(settings["model"], cache / "hf"))
+        fp32 = _memgpt(settings, hf, cache, "fp32")
+    except BuildError as exc:
+        return {**part, "status": "failed", "error": str(exc)}
     import memgpt_runtime as mr
 
     lm = mr.load(fp32, threads=threads)
     inputs = prompts.make_seq2seq_inputs(lm.tokenizer, settings)
     base_spec = {"threads": threads, "settings": settings, "inputs": inputs, "pad_id": lm.manifest.tokens.pad_token_id,
                  "eos_ids": list(lm.manifest.tokens.eos_token_ids), "job": "seq2seq"}  # fmt: skip
-    results: dict[str, dict] = {}
-    runnable: list[tuple[EngineSpec, dict]] = []
-    for engine in [e for e in engines if e.adapter in ADAPTERS]:
-        missing = missing_module(engine)
-        if missing:
-            results[engine.name] = {"status": "skipped", "reason": f"not installed ({missing})"}
-            continue
+
+    def artifact(engine: EngineSpec) -> dict[str, str]:
         built = hf if engine.adapter == "torch_engine" else _memgpt(settings, hf, cache, engine.precision)
-        if isinstance(built, str):
-            results[engine.name] = {"status": "failed", "error": built}
-            continue
-        size = models.weights_size_mb(built)
-        results[engine.name] = {"status": "pending", "precision": engine.precision, "size_mb": size}
-        runnable.append((engine, {**base_spec, "adapter": engine.adapter, "precision": engine.precision,
-                                  "folder": str(built), "model_path": str(built)}))  # fmt: skip
+        return {"folder": str(built), "model_path": str(built)}
+
+    results, runnable = plan([e for e in engines if e.adapter in ADAPTERS], base_spec, artifact)
     build_seconds = time.perf_counter() - began
     timed_began = time.perf_counter()
     say("encoder-decoder part ...")
@@ -91,10 +84,8 @@ def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec
     }
 
 
-def _memgpt(settings: dict, hf: Path | str, cache: Path, precision: str) -> Path | str:
-    """The memgpt folder of `precision`, or the one-line error of its build (or of the HF folder's)."""
-    if isinstance(hf, str):
-        return hf
+def _memgpt(settings: dict, hf: Path, cache: Path, precision: str) -> Path:
+    """The memgpt folder of `precision`; BuildError with the one-line error of its build."""
     name = f"memgpt-{precision}"
     return build_folder(cache, name, lambda: models.build_memgpt(settings["model"], hf, cache / name, precision))
 

@@ -1,5 +1,6 @@
 """The timed workloads of the encoder-decoder part, on the same engine interface and in the same shape as
-workloads.py (`once` and `summarize`, run by interleave.py: `warmup` untimed runs, then `repeats` timed ones).
+workloads.py (`Workload`s with `once` and `summarize`, run by interleave.py: `warmup` untimed runs, then
+`repeats` timed ones).
 
 Rows are sources (token ids, `</s>` included); an engine returns exactly `new_tokens` decoder ids per row, the
 decoder start token left out:
@@ -12,15 +13,30 @@ right-padded with an attention mask, greedy: new tokens/s.
 
 from __future__ import annotations
 
-from .workloads import Workload, batch_workload, beam_workload, greedy_workload
+from dataclasses import dataclass
+from typing import ClassVar
 
-TRANSLATE = greedy_workload("source", "new_tokens", "source_tokens")
-BEAM = beam_workload("source", "new_tokens")
-BATCH = batch_workload("batch", "new_tokens", lengths="source_tokens")
-AGREEMENT = Workload(
-    once=lambda engine, i, s: [engine.generate([source], s["new_tokens"])[0] for source in i["agreement"]],
-    summarize=lambda runs, i, s: {"continuations": runs[0]},
-    repeated=False,
-)
-SPEED = {"translate": TRANSLATE, "beam": BEAM, "batch": BATCH}
-WORKLOADS = {**SPEED, "agreement": AGREEMENT}
+from .workloads import Batch, Beam, Greedy, Workload
+
+
+@dataclass(frozen=True)
+class Agreement(Workload):
+    """The greedy ids of settings[new] tokens for each source of inputs[sources], once, untimed."""
+
+    sources: str
+    new: str
+    repeated: ClassVar[bool] = False
+
+    def once(self, engine, inputs: dict, settings: dict) -> list[list[int]]:
+        return [engine.generate([source], settings[self.new])[0] for source in inputs[self.sources]]
+
+    def summarize(self, runs: list, inputs: dict, settings: dict) -> dict:
+        return {"continuations": runs[0]}
+
+
+SPEED: dict[str, Workload] = {
+    "translate": Greedy("source", "new_tokens", "source_tokens"),
+    "beam": Beam("source", "new_tokens"),
+    "batch": Batch("batch", "new_tokens", lengths="source_tokens"),
+}
+WORKLOADS: dict[str, Workload] = {**SPEED, "agreement": Agreement("agreement", "new_tokens")}

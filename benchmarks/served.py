@@ -24,6 +24,7 @@ import memgpt_runtime as mr
 from memgpt_runtime.engine import Engine
 from memgpt_runtime.request import Step
 
+from .clients import percentile, run_clients
 from .prompts import AGREEMENT_PROMPTS, BATCH_PROMPTS, CHAT_PROMPT
 
 CLIENTS = (1, 4, 8, 16)
@@ -141,7 +142,6 @@ def soak(engine: Engine, prompts: list[list[int]], clients: int, seconds: float,
     process, stop = psutil.Process(), time.monotonic() + seconds
     counts = {"finished": 0, "cancelled": 0, "errors": 0}
     lock = threading.Lock()
-    rss = []
 
     def client(k: int) -> None:
         rng = np.random.default_rng(k)
@@ -159,17 +159,8 @@ def soak(engine: Engine, prompts: list[list[int]], clients: int, seconds: float,
             with lock:
                 counts[key] += 1
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        rss.append(process.memory_info().rss)
-        time.sleep(5)
-    return {**counts, "rss_mb": [round(r / 2**20, 1) for r in rss], "running_after": engine.stats()["running"]}
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
+    rss_mb = run_clients(client, clients, process)
+    return {**counts, "rss_mb": rss_mb, "running_after": engine.stats()["running"]}
 
 
 def measure(folder: Path, rounds: int, new_tokens: int, threads: int, prefill_chunk: int) -> dict:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .clients import percentile, run_clients
 from .prompts import AGREEMENT_PROMPTS, BATCH_PROMPTS, CHAT_PROMPT
 
 CLIENTS = (1, 4, 8, 16)
@@ -195,7 +196,6 @@ def soak(server: Server, clients: int, seconds: float, new_tokens: int) -> dict:
     process, stop = psutil.Process(server.process.pid), time.monotonic() + seconds
     counts = {"finished": 0, "left": 0, "errors_5xx": 0, "errors_other": 0}
     lock = threading.Lock()
-    rss = []
 
     def client_loop(k: int) -> None:
         rng = np.random.default_rng(k)
@@ -218,24 +218,12 @@ def soak(server: Server, clients: int, seconds: float, new_tokens: int) -> dict:
             with lock:
                 counts[key] += 1
 
-    threads = [threading.Thread(target=client_loop, args=(k,)) for k in range(clients)]
-    for t in threads:
-        t.start()
-    while any(t.is_alive() for t in threads):
-        rss.append(process.memory_info().rss)
-        time.sleep(5)
-    for t in threads:
-        t.join()
+    mb = run_clients(client_loop, clients, process)
     time.sleep(1)
     text = server.metrics()
     running = next(float(line.split()[1]) for line in text.splitlines() if line.startswith("memgpt_requests_running "))
-    mb = [round(r / 2**20, 1) for r in rss]
     return {**counts, "seconds": seconds, "clients": clients, "rss_mb": mb, "running_after": running,
             "rss_first_minute_mb": max(mb[:12]), "rss_last_minute_mb": max(mb[-12:])}  # fmt: skip
-
-
-def percentile(values, q) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def summary(runs: list[Run], baseline: float | None) -> dict:

@@ -17,10 +17,13 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from . import interleave, models, prompts, workloads
 from .engines import BASELINE, ENGINES, EngineSpec, missing_module
+from .models import BuildError
+from .worker import error_line
 
 DEFAULT_SETTINGS = {
     "model": "default", "repeats": 3, "warmup": 1, "prefill_tokens": 512, "decode_new": 128, "beams": 4,
@@ -31,7 +34,7 @@ QUICK_SETTINGS = {
     **DEFAULT_SETTINGS, "model": "tiny", "prefill_tokens": 64, "decode_new": 16, "beam_new": 8, "batch_size": 4,
     "batch_new": 8, "steps_new": 32, "agreement_new": 16, "agreement_prompts": 3, "ppl_tokens": 128, "timeout": 300,
 }  # fmt: skip
-MODEL_NAMES = {"default": "SmolLM2-135M-Instruct", "tiny": "tiny random Llama (tests/tiny_models.py)"}
+MODEL_NAMES = {"default": "SmolLM2-135M-Instruct", "tiny": "tiny random Llama (benchmarks/tiny_models.py)"}
 SPEED_WORKLOADS = ["prefill", "greedy", "beam", "batch", "steps"]
 INSTALL_HINTS = {"llama_cpp": "pip install llama-cpp-python", "onnxruntime_genai": "pip install onnxruntime-genai"}
 
@@ -42,16 +45,19 @@ def say(message: str) -> None:
 
 def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpec] | None = None,
               quality: bool = True, log_dir: Path | None = None) -> dict:  # fmt: skip
+    """The decoder-only suite's result; BenchError (exit code 1) when the memgpt fp32 folder, whose tokenizer
+    makes every engine's inputs, cannot be built."""
     engines = engines or ENGINES
     began = time.perf_counter()
     cache = cache / settings["model"]
     cache.mkdir(parents=True, exist_ok=True)
     log_dir = log_dir or cache
-    results: dict[str, dict] = {}
-    runnable: list[tuple[EngineSpec, dict]] = []
-    fp32 = build_folder(cache, "memgpt-fp32", lambda: models.build_memgpt(settings["model"], _hf(cache, settings), cache / "memgpt-fp32", "fp32"))
-    if isinstance(fp32, str):
-        raise RuntimeError(f"cannot build the memgpt fp32 model, which tokenizes every prompt: {fp32}")
+    try:
+        fp32 = build_folder(cache, "memgpt-fp32", lambda: models.build_memgpt(settings["model"], _hf(cache, settings), cache / "memgpt-fp32", "fp32"))
+    except BuildError as exc:
+        from .errors import BenchError
+
+        raise BenchError(f"cannot build the memgpt fp32 model, which tokenizes every prompt: {exc}", exit_code=1) from None
     import memgpt_runtime as mr
 
     lm = mr.load(fp32, threads=threads)
@@ -61,21 +67,7 @@ def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpe
         "eos_ids": list(lm.manifest.tokens.eos_token_ids), "context": lm.manifest.context_length,
         "free_pad_id": prompts.free_token_id(inputs, lm.manifest.vocab_size),
     }  # fmt: skip
-    for engine in engines:
-        missing = missing_module(engine)
-        if missing:
-            results[engine.name] = {"status": "skipped", "reason": f"not installed ({INSTALL_HINTS.get(missing, missing)})"}
-            continue
-        artifact = _artifact(engine, settings, cache, log_dir)
-        if isinstance(artifact, str):
-            results[engine.name] = {"status": "failed", "error": artifact}
-            continue
-        if "status" in artifact:  # not applicable to this model
-            results[engine.name] = artifact
-            continue
-        spec = {**base_spec, "adapter": engine.adapter, "precision": engine.precision, **artifact}
-        results[engine.name] = {"status": "pending", "precision": engine.precision, "size_mb": models.weights_size_mb(Path(artifact["model_path"]))}
-        runnable.append((engine, spec))
+    results, runnable = plan(engines, base_spec, lambda engine: _artifact(engine, settings, cache, log_dir))
     build_seconds = time.perf_counter() - began
     say(f"models ready in {build_seconds:.0f}s; running {len(runnable)} engines with {threads} threads")
     timed_began = time.perf_counter()
@@ -114,8 +106,38 @@ def _hf(cache: Path, settings: dict) -> Path:
     return models.build_hf(settings["model"], cache / "hf")
 
 
-def build_folder(cache: Path, name: str, build) -> Path | str:
-    """The built folder, or the one-line error of its build."""
+class Skipped(Exception):
+    """The engine does not apply to this model; the message says why."""
+
+
+def plan(engines: list[EngineSpec], base_spec: dict, artifact: Callable[[EngineSpec], dict[str, str]]
+         ) -> tuple[dict[str, dict], list[tuple[EngineSpec, dict]]]:  # fmt: skip
+    """Each engine's first result ("skipped", "failed", or "pending" with its size on disk), and the worker spec of
+    each engine that can run. `artifact(engine)` gives the paths its worker loads ({"folder" or "gguf",
+    "model_path"}), or raises Skipped or models.BuildError."""
+    results: dict[str, dict] = {}
+    runnable: list[tuple[EngineSpec, dict]] = []
+    for engine in engines:
+        missing = missing_module(engine)
+        if missing:
+            results[engine.name] = {"status": "skipped", "reason": f"not installed ({INSTALL_HINTS.get(missing, missing)})"}
+            continue
+        try:
+            paths = artifact(engine)
+        except Skipped as exc:
+            results[engine.name] = {"status": "skipped", "reason": str(exc)}
+            continue
+        except BuildError as exc:
+            results[engine.name] = {"status": "failed", "error": str(exc)}
+            continue
+        size = models.weights_size_mb(Path(paths["model_path"]))
+        results[engine.name] = {"status": "pending", "precision": engine.precision, "size_mb": size}
+        runnable.append((engine, {**base_spec, "adapter": engine.adapter, "precision": engine.precision, **paths}))
+    return results, runnable
+
+
+def build_folder(cache: Path, name: str, build: Callable[[], Path]) -> Path:
+    """The built folder; BuildError with the one-line error of its build."""
     if not (cache / name).exists():
         say(f"building {name} (once; cached in {cache}) ...")
     try:
@@ -123,19 +145,17 @@ def build_folder(cache: Path, name: str, build) -> Path | str:
             warnings.simplefilter("ignore")
             return Path(build())
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        return f"could not build {name}: {type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+        raise BuildError(f"could not build {name}: {error_line(exc)}"[:300]) from None
 
 
-def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) -> dict | str:
-    """The paths the engine's worker needs ({"folder"/"gguf", "model_path"}), a "skipped" result when the
-    engine does not apply to this model, or the one-line error of a failed build."""
+def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) -> dict[str, str]:
+    """The paths the engine's worker needs ({"folder"/"gguf", "model_path"}); Skipped when the engine does not
+    apply to this model, BuildError when its folder cannot be built."""
     model = settings["model"]
     if engine.adapter == "llamacpp_engine":
         gguf = models.default_gguf() if model == "default" else None
         if gguf is None:
-            reason = "no GGUF file for this model" if model != "default" else "the default model's GGUF is not installed"
-            return {"status": "skipped", "reason": reason}
+            raise Skipped("no GGUF file for this model" if model != "default" else "the default model's GGUF is not installed")
         return {"gguf": str(gguf), "model_path": str(gguf)}
     if engine.adapter == "torch_engine":
         built = build_folder(cache, "hf", lambda: _hf(cache, settings))
@@ -149,9 +169,7 @@ def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) ->
         log = log_dir / "genai-build.log"
         built = build_folder(cache, name, lambda: models.build_genai(_hf(cache, settings), cache / name, engine.precision, log))
     else:
-        return f"unknown adapter {engine.adapter}"
-    if isinstance(built, str):
-        return built
+        raise BuildError(f"unknown adapter {engine.adapter}")
     return {"folder": str(built), "model_path": str(built)}
 
 

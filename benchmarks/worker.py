@@ -80,10 +80,16 @@ def _reply(replies, message: dict) -> None:
     replies.flush()
 
 
+def error_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, at most 300 characters: a failure as the report shows it. (Not the
+    runtime's errors.first_line: this module must not import memgpt_runtime, to keep its workers' memory their own.)"""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
 def _failure(exc: Exception) -> dict:
     traceback.print_exc()
-    lines = str(exc).strip().splitlines()
-    return {"status": "failed", "error": f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]}
+    return {"status": "failed", "error": error_line(exc)}
 
 
 def main(argv: list[str]) -> int:

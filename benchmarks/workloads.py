@@ -1,8 +1,8 @@
 """The timed workloads, written once against the engine interface (engines/__init__.py).
 
 Every workload gets the same token ids for every engine (tokenization happens before, in the suite). A workload
-is two functions: `once` runs it one time and returns a raw measurement (plain JSON), `summarize` turns the timed
-measurements into the figures of the report. Who runs them, how often and in which order is interleave.py's job:
+is a small dataclass (`Workload`) with two methods: `once` runs it one time and returns a raw measurement (plain
+JSON), `summarize` turns the timed measurements into the figures of the report. Who runs them, how often and in which order is interleave.py's job:
 `warmup` untimed runs, then `repeats` timed ones, the engines taking turns. What is timed:
 (a) prefill: `generate` of 1 new token on the long prompt: time to first token;
 (b) greedy: 128 new tokens on the chat prompt: wall time, time to first token, and decode tokens/s over the
@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
 
-@dataclass(frozen=True)
 class Workload:
-    once: Callable[[object, dict, dict], object]  # (engine, inputs, settings) -> one raw measurement
-    summarize: Callable[[list, dict, dict], dict]  # (measurements, inputs, settings) -> the report's figures
-    needs: str | None = None  # the engine attribute that must be true ("beam_search", "batching"); None = any
-    repeated: bool = True  # False: one run, no warmup
+    """A timed workload: `once` runs it one time on an engine and returns a raw measurement (plain JSON),
+    `summarize` turns the kept measurements into the report's figures. Its fields name the keys of the inputs
+    and settings it reads."""
+
+    needs: ClassVar[str | None] = None  # the engine attribute that must be true ("beam_search", "batching")
+    repeated: ClassVar[bool] = True  # False: one run, no warmup
+
+    def once(self, engine, inputs: dict, settings: dict) -> Any:
+        raise NotImplementedError
+
+    def summarize(self, runs: list, inputs: dict, settings: dict) -> dict:
+        raise NotImplementedError
 
     def refusal(self, engine) -> dict | None:
         """The "n/a" result of an engine that cannot run this workload, or None."""
@@ -79,51 +86,91 @@ def batch_figures(seconds: list[float], rows: int, n: int) -> dict:
             "tokens_per_second": stats([rows * n / x for x in seconds])}  # fmt: skip
 
 
-def greedy_workload(prompt: str, n: str, label: str) -> Workload:
-    """Greedy generation of settings[n] tokens from inputs[prompt]; `label` names its prompt-length figure."""
-    return Workload(once=lambda engine, i, s: timed_greedy(engine, i[prompt], s[n]),
-                    summarize=lambda runs, i, s: {label: len(i[prompt]), **greedy_figures(runs, s[n])})  # fmt: skip
+@dataclass(frozen=True)
+class Prefill(Workload):
+    """`generate` of 1 new token on inputs[prompt]: time to first token."""
+
+    prompt: str
+
+    def once(self, engine, inputs: dict, settings: dict) -> float:
+        return timed_generate(engine, [inputs[self.prompt]], 1)
+
+    def summarize(self, runs: list, inputs: dict, settings: dict) -> dict:
+        return {"prompt_tokens": len(inputs[self.prompt]), "seconds": stats(runs)}
 
 
-def beam_workload(prompt: str, n: str) -> Workload:
-    """Beam search (settings["beams"] beams) of settings[n] tokens from inputs[prompt]: wall time."""
-    return Workload(
-        once=lambda engine, i, s: timed_generate(engine, [i[prompt]], s[n], beams=s["beams"]),
-        summarize=lambda runs, i, s: {"beams": s["beams"], "new_tokens": s[n], "seconds": stats(runs)},
-        needs="beam_search",
-    )
+@dataclass(frozen=True)
+class Greedy(Workload):
+    """Greedy generation of settings[new] tokens from inputs[prompt]; `label` names its prompt-length figure."""
+
+    prompt: str
+    new: str
+    label: str
+
+    def once(self, engine, inputs: dict, settings: dict) -> tuple[float, list[float], list[int]]:
+        return timed_greedy(engine, inputs[self.prompt], settings[self.new])
+
+    def summarize(self, runs: list, inputs: dict, settings: dict) -> dict:
+        return {self.label: len(inputs[self.prompt]), **greedy_figures(runs, settings[self.new])}
 
 
-def batch_workload(rows: str, n: str, lengths: str | None = None) -> Workload:
-    """Batched greedy generation of settings[n] tokens per row of inputs[rows]; `lengths` names a figure listing
+@dataclass(frozen=True)
+class Beam(Workload):
+    """Beam search (settings["beams"] beams) of settings[new] tokens from inputs[prompt]: wall time."""
+
+    prompt: str
+    new: str
+    needs: ClassVar[str | None] = "beam_search"
+
+    def once(self, engine, inputs: dict, settings: dict) -> float:
+        return timed_generate(engine, [inputs[self.prompt]], settings[self.new], beams=settings["beams"])
+
+    def summarize(self, runs: list, inputs: dict, settings: dict) -> dict:
+        return {"beams": settings["beams"], "new_tokens": settings[self.new], "seconds": stats(runs)}
+
+
+@dataclass(frozen=True)
+class Batch(Workload):
+    """Batched greedy generation of settings[new] tokens per row of inputs[rows]; `lengths` names a figure listing
     the rows' lengths (None: no such figure)."""
 
-    def summarize(runs: list, i: dict, s: dict) -> dict:
-        listed = {lengths: [len(r) for r in i[rows]]} if lengths else {}
-        return {**listed, **batch_figures(runs, len(i[rows]), s[n])}
+    rows: str
+    new: str
+    lengths: str | None = None
+    needs: ClassVar[str | None] = "batching"
 
-    return Workload(once=lambda engine, i, s: timed_generate(engine, i[rows], s[n]), summarize=summarize,
-                    needs="batching")  # fmt: skip
+    def once(self, engine, inputs: dict, settings: dict) -> float:
+        return timed_generate(engine, inputs[self.rows], settings[self.new])
 
-
-PREFILL = Workload(
-    once=lambda engine, i, s: timed_generate(engine, [i["prefill"]], 1),
-    summarize=lambda runs, i, s: {"prompt_tokens": len(i["prefill"]), "seconds": stats(runs)},
-)
-GREEDY = greedy_workload("chat", "decode_new", "prompt_tokens")
-BEAM = beam_workload("chat", "beam_new")
-BATCH = batch_workload("batch", "batch_new")
+    def summarize(self, runs: list, inputs: dict, settings: dict) -> dict:
+        listed = {self.lengths: [len(r) for r in inputs[self.rows]]} if self.lengths else {}
+        return {**listed, **batch_figures(runs, len(inputs[self.rows]), settings[self.new])}
 
 
-def _steps_summary(runs: list, inputs: dict, s: dict) -> dict:
-    wall, stamps, _ = runs[0]
-    latencies = np.diff([0.0, *stamps]) * 1000  # (new,) ms; the first is the prefill
-    return {"prompt_tokens": len(inputs["chat"]), "seconds": wall, "latency_ms": [round(x, 3) for x in latencies]}
+@dataclass(frozen=True)
+class Steps(Workload):
+    """One greedy generation of settings[new] tokens from inputs[prompt]: the latency of every step."""
+
+    prompt: str
+    new: str
+    repeated: ClassVar[bool] = False
+
+    def once(self, engine, inputs: dict, settings: dict) -> tuple[float, list[float], list[int]]:
+        return timed_greedy(engine, inputs[self.prompt], settings[self.new])
+
+    def summarize(self, runs: list, inputs: dict, settings: dict) -> dict:
+        wall, stamps, _ = runs[0]
+        latencies = np.diff([0.0, *stamps]) * 1000  # (new,) ms; the first is the prefill
+        return {"prompt_tokens": len(inputs[self.prompt]), "seconds": wall, "latency_ms": [round(x, 3) for x in latencies]}
 
 
-STEPS = Workload(once=lambda engine, i, s: timed_greedy(engine, i["chat"], s["steps_new"]), summarize=_steps_summary,
-                 repeated=False)  # fmt: skip
-SPEED = {"prefill": PREFILL, "greedy": GREEDY, "beam": BEAM, "batch": BATCH, "steps": STEPS}
+SPEED: dict[str, Workload] = {
+    "prefill": Prefill("prefill"),
+    "greedy": Greedy("chat", "decode_new", "prompt_tokens"),
+    "beam": Beam("chat", "beam_new"),
+    "batch": Batch("batch", "batch_new"),
+    "steps": Steps("chat", "steps_new"),
+}
 
 
 def quality(engine, inputs: dict, s: dict) -> dict:

@@ -9,8 +9,9 @@ It does not load models or check that optimum can export them (optimum's own reg
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from memgpt_runtime.errors import ExportError
 

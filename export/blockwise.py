@@ -2,9 +2,8 @@
 
 A weight W of shape (N, K) (output features, input features) is cut into blocks of `block_size` along K;
 each block gets a float scale and an integer zero point, and W ~= (code - zero_point) * scale. Integer zero
-points keep MatMulNBits on its fast int8 kernels (accuracy_level 4); float zero points are not used: in
-onnxruntime 1.32 on this CPU a 4-bit MatMulNBits with float zero points took 1.1-2.0 ms instead of 26-27 us for
-a (576 x 1536) weight at one row of activations, and 8-bit ones are refused. Two ways to pick the codes:
+points keep MatMulNBits on its fast int8 kernels (accuracy_level 4); float zero points run far slower
+(docs/quantization.md). Two ways to pick the codes:
 `rtn` (the block's min and max map to the end codes) and `searched` (a few candidate ranges per block, each
 refined by least squares, keeping the one with the smallest squared error; in the spirit of llama.cpp's
 `make_qkx` quantizers). `searched` can weigh each input channel's error by an `importance` (K,), the mean
@@ -54,8 +53,8 @@ def quantize(w: np.ndarray, bits: int, block_size: int = 32, method: str = "rtn"
     if method == "rtn":
         scale, zero = _rtn(blocks, 2**bits - 1)
     else:
-        scale, zero = _searched(blocks, 2**bits - 1, _block_weights(importance, w.shape[1], block_size))
-    codes = _codes(blocks, scale, zero, 2**bits - 1)
+        scale, zero = search_scale_zero(blocks, 2**bits - 1, _block_weights(importance, w.shape[1], block_size))
+    codes = block_codes(blocks, scale, zero, 2**bits - 1)
     return pack(codes, scale, zero, bits, block_size, w.shape[1])
 
 
@@ -80,7 +79,7 @@ def _rtn(blocks: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
     return scale, np.clip(np.round(-lo / scale), 0, top)
 
 
-def _searched(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def search_scale_zero(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per block, the (scale, zero) of the candidates below with the smallest `weights`-weighted squared error.
 
     blocks (N, k_blocks, block), weights (1 or N, k_blocks, block); compiled in `quant_kernels.py`, which says how
@@ -96,7 +95,8 @@ def _searched(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.nda
     return scales.reshape(n, k_blocks), zeros.reshape(n, k_blocks)
 
 
-def _codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, top: int) -> np.ndarray:
+def block_codes(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, top: int) -> np.ndarray:
+    """The codes (0..top, as float32) of blocks (N, k_blocks, block) on each block's (scale, zero) grid."""
     return np.clip(np.round(blocks / scale[:, :, None]) + zero[:, :, None], 0, top).astype(np.float32)
 
 

@@ -14,10 +14,8 @@ per step is every position). About 40 s for SmolLM2-135M; no tokenizer or data f
 Only a decoder graph with `logits`, `past_*` cache inputs and the input names of this project's two layouts
 (memgpt_runtime/manifest.py, GraphSpec and KVCacheSpec) is run; any other graph (an encoder, a
 cross-attention decoder) or one too large to hand to onnxruntime in memory gets nothing, and the quantizer
-falls back to unweighted codes. How much text: perplexity of SmolLM2-135M (benchmarks/data/english.txt, fp32
-26.505) with the layers as in quantize.py and only the 4-bit LM head changing: GPTQ on 512 positions 28.79, on
-2,048 positions 28.28 (with damping 0.01; importance-weighted search 28.67 and 28.89). GPTQ shapes each error
-to the calibration's activations, so it needs text enough to span them. This file does not quantize.
+falls back to unweighted codes. 2,048 positions, because GPTQ shapes each error to the calibration's
+activations and needs text enough to span them (docs/quantization.md). This file does not quantize.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from .calibrate import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, SEED, START_TO
 from .families import DecoderRecipe
 from .fused_graph import FusedDecoder
 from .graph_builder import GraphBuilder
-from .onnx_graph import PAST_KEY, PAST_VALUE
+from .graph_spec import PAST_KEY, PAST_VALUE
 from .weights import Weights
 
 

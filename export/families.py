@@ -11,8 +11,9 @@ a config cannot take the fused graph (then optimum's traced graph is used). This
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 FUSED_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                      "gelu_fast": "gelu_tanh", "gelu": "gelu"}  # fmt: skip
@@ -77,7 +78,7 @@ def recipe_refusal(config: Any) -> str | None:
         return str(exc)
     if recipe.head_size % 16:
         return "a head size that is not a multiple of 16 (GroupQueryAttention needs one)"
-    for name, rotary in recipe.rotary_configs.items():
+    for rotary in recipe.rotary_configs.values():
         rope = getattr(rotary, "rope_scaling", None) or {}
         kind = rope.get("rope_type", rope.get("type", "default"))
         if kind not in STATIC_ROPE:

@@ -28,7 +28,7 @@ from memgpt_runtime.manifest import GraphSpec, KVCacheSpec
 
 from .families import DecoderRecipe, rotary_dim
 from .graph_builder import MS_DOMAIN, GraphBuilder
-from .onnx_graph import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, DecoderGraph
+from .graph_spec import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, DecoderGraph
 from .weights import Weights
 
 ACTIVATIONS = {"silu": ("QuickGelu", {"alpha": 1.0}), "gelu_tanh": ("FastGelu", {}), "gelu": ("Gelu", {})}
@@ -128,7 +128,7 @@ class FusedDecoder:
 
     def layer(self, source: int) -> None:
         """Append layer `source` of the checkpoint as the graph's next layer."""
-        g, r, w = self.g, self.recipe, self.weights
+        g, r = self.g, self.recipe
         i, p = self.layers, f"model.layers.{source}."
         n = f"layers.{i}."
         x = self._branch_input(r.norms.attn_in, p, n + "input_norm")

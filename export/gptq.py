@@ -7,20 +7,17 @@ from the calibration is the (K, K) Gram matrix H = X^T X / positions (`calibrate
 `block_size` channels gets its scale and zero point when GPTQ reaches it, from the weights as they are then
 (the importance-weighted search of `blockwise.py`, with diag(H) as the importance), so the result packs into the
 same MatMulNBits layout as any other blockwise weight. The quantizer uses it for the LM head only: on every
-layer it made SmolLM2's perplexity worse (quantize.py), although the rounding error on held-out sampled text
-fell. Pure numpy; this file knows nothing of graphs.
+layer it made SmolLM2's perplexity worse (docs/quantization.md). Pure numpy; this file knows nothing of graphs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .blockwise import Blockwise, _codes, _searched, pack
+from .blockwise import Blockwise, block_codes, pack, search_scale_zero
 
-# fraction of H's mean diagonal added to its diagonal. The reference's 0.01 fits the calibration text too closely
-# with a few thousand positions: on SmolLM2's layer inputs (2,048 sampled positions; error tr(D H D^T) of the
-# rounding D on 2,048 other ones) 0.01 left 3.8, 3.3 and 28.4 where the importance-weighted search left 4.7, 3.0
-# and 23.3 (a q|k|v, a gate|up, a down projection); 0.3 left 3.3, 2.8 and 19.9, and the head's 460 against 829.
+# fraction of H's mean diagonal added to its diagonal; the reference's 0.01 fits a few thousand calibration
+# positions too closely (docs/quantization.md)
 DAMPING = 0.3
 
 
@@ -47,12 +44,12 @@ def gptq(w: np.ndarray, gram: np.ndarray, bits: int, block_size: int,
         lo, hi = b * block_size, (b + 1) * block_size
         block = weight[:, lo:hi]  # (N, block): a view, updated channel by channel below
         weights = importance[None, None, lo:hi] / max(float(importance[lo:hi].mean()), 1e-12)
-        scale, zero = _searched(block[:, None, :].copy(), top, weights)  # (N, 1) each, from the weights as they are now
+        scale, zero = search_scale_zero(block[:, None, :].copy(), top, weights)  # (N, 1) each, from the weights as they are now
         scales[:, b], zeros[:, b] = scale[:, 0], zero[:, 0]
         errors = np.empty((n, block_size), np.float32)
         for j in range(block_size):
             column = block[:, j]
-            code = _codes(column[:, None, None], scale, zero, top)[:, 0, 0]
+            code = block_codes(column[:, None, None], scale, zero, top)[:, 0, 0]
             codes[:, b, j] = code
             error = (column - (code - zero[:, 0]) * scale[:, 0]) / spread[lo + j, lo + j]
             block[:, j + 1 :] -= np.outer(error, spread[lo + j, lo + j + 1 : hi])

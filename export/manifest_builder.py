@@ -18,7 +18,7 @@ from memgpt_runtime.errors import ExportError, MemgptError
 from memgpt_runtime.manifest import EncoderSpec, Manifest, TokenSpec
 
 from .architectures import ModelShape
-from .onnx_graph import DecoderGraph
+from .graph_spec import DecoderGraph
 from .sources import LoadedModel
 
 

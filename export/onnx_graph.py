@@ -13,45 +13,18 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memgpt_runtime.errors import ExportError
-from memgpt_runtime.manifest import GraphSpec, KVCacheSpec
+from memgpt_runtime.errors import ExportError, first_line
+from memgpt_runtime.manifest import GraphSpec, KVCacheSpec, layer_names
 
 from .architectures import ModelShape
+from .graph_spec import PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE, DecoderGraph
 
 MODEL_FILE = "model.onnx"
 EXTERNAL_DATA_FILE = "model.onnx.data"  # save_onnx names it after the graph: `<graph file>.data`
 PROTOBUF_LIMIT = 2**31 - 1  # bytes; a larger model must keep its weights in an external data file
-PAST_KEY, PAST_VALUE = "past_key_values.{i}.key", "past_key_values.{i}.value"
-PRESENT_KEY, PRESENT_VALUE = "present.{i}.key", "present.{i}.value"
-
-
-@dataclass(frozen=True)
-class DecoderGraph:
-    """What the runtime and the validator need to know to feed the graph."""
-
-    graph: GraphSpec
-    kv_cache: KVCacheSpec
-    vocab_size: int  # the logits dimension, which may exceed the tokenizer's vocabulary (padding rows)
-
-
-def export_graph(model: Any, shape: ModelShape, workdir: Path) -> tuple[Path, DecoderGraph, str]:
-    """The fp32 decoder graph of a loaded model: fused for the families of `families.py`, optimum's export for the
-    rest; path, names, method. (A checkpoint the export can read tensor by tensor is streamed instead:
-    `fused_export.py`.)"""
-    from .families import recipe_for, recipe_refusal
-    from .fused_graph import build_fused_graph
-    from .weights import StateDictWeights
-
-    if recipe_refusal(model.config) is None:
-        proto, decoder = build_fused_graph(recipe_for(model.config), StateDictWeights(model))
-        workdir.mkdir(parents=True, exist_ok=True)
-        return workdir / save_onnx(proto, workdir), decoder, "fused"
-    path = export_onnx(model, workdir)
-    return path, read_decoder_graph(path, shape), "optimum"
 
 
 def export_onnx(model: Any, workdir: Path, task: str = "text-generation-with-past", produces: str = MODEL_FILE,
@@ -74,8 +47,7 @@ def export_onnx(model: Any, workdir: Path, task: str = "text-generation-with-pas
     except ExportError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {first}); this model may need a newer optimum") from None
+        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); this model may need a newer optimum") from None
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)
@@ -93,9 +65,9 @@ def read_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    inputs = {i.name: _dims(i) for i in proto.graph.input}
-    outputs = {o.name: _dims(o) for o in proto.graph.output}
-    expected = [t.format(i=i) for i in range(shape.num_layers) for t in (PAST_KEY, PAST_VALUE)]
+    inputs = {i.name: tensor_dims(i) for i in proto.graph.input}
+    outputs = {o.name: tensor_dims(o) for o in proto.graph.output}
+    expected = layer_names(shape.num_layers, PAST_KEY, PAST_VALUE)
     missing = [name for name in ["input_ids", *expected] if name not in inputs]
     missing += [name for name in ["logits"] if name not in outputs]
     if missing:
@@ -161,5 +133,6 @@ def _all_data_inline(proto: Any) -> bool:
     return not any(uses_external_data(t) for t in proto.graph.initializer)
 
 
-def _dims(value_info: Any) -> tuple:
+def tensor_dims(value_info: Any) -> tuple:
+    """The shape of a graph input or output: ints where fixed, dimension names where symbolic."""
     return tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim)

@@ -15,9 +15,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from memgpt_runtime.errors import ExportError
 from memgpt_runtime.manifest import FILENAME as MANIFEST_FILE

@@ -19,14 +19,15 @@ from memgpt_runtime.integrity import record_files
 from memgpt_runtime.manifest import Manifest
 
 from .architectures import Architecture, ModelShape, architecture_for
+from .every_position import with_every_position
 from .fused_export import export_fused, streamed_weights
+from .gguf_quantize import check_gguf_source, fallback_line, quantize_gguf
+from .graph_spec import DecoderGraph
 from .hub import reach_hub
 from .manifest_builder import build_manifest, token_spec
-from .onnx_graph import MODEL_FILE, export_graph, move_fp32_graph, save_onnx
+from .onnx_graph import MODEL_FILE, export_onnx, move_fp32_graph, read_decoder_graph, save_onnx
 from .output_folder import check_output_folder, staging_folder
 from .progress import Progress
-from .every_position import with_every_position
-from .gguf_quantize import check_gguf_source, fallback_line, quantize_gguf
 from .quantize import check_scheme, fp32_description, quantize_graph
 from .seq2seq_graph import ENCODER_FILE, export_seq2seq_graphs
 from .seq2seq_validate import measure_seq2seq, seq2seq_cases, seq2seq_torch_reference, validate_seq2seq_fp32
@@ -75,6 +76,22 @@ def export_model(
 def write_manifest(manifest: Manifest, folder: Path) -> Path:
     """Write `manifest` into `folder`, recording every other file in it (so the folder must be final)."""
     return replace(manifest, files=record_files(folder)).write(folder)
+
+
+def export_graph(model: Any, shape: ModelShape, workdir: Path) -> tuple[Path, DecoderGraph, str]:
+    """The fp32 decoder graph of a loaded model: fused for the families of `families.py`, optimum's export for the
+    rest; path, names, method. (A checkpoint the export can read tensor by tensor is streamed instead:
+    `fused_export.py`.)"""
+    from .families import recipe_for, recipe_refusal
+    from .fused_graph import build_fused_graph
+    from .weights import StateDictWeights
+
+    if recipe_refusal(model.config) is None:
+        proto, decoder = build_fused_graph(recipe_for(model.config), StateDictWeights(model))
+        workdir.mkdir(parents=True, exist_ok=True)
+        return workdir / save_onnx(proto, workdir), decoder, "fused"
+    path = export_onnx(model, workdir)
+    return path, read_decoder_graph(path, shape), "optimum"
 
 
 def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str, staging: Path,

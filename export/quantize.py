@@ -5,49 +5,10 @@ node holding the weight in blocks of 32 or 64 along K (`block_size_for`), each w
 zero point (`blockwise.py`), computed with int8 activations (accuracy_level 4, onnxruntime's fast path); `int4`
 first measures the inputs of every weight on text the model writes itself (`calibrate.py`) to guide its rounding.
 A tied LM head often reaches its MatMul through `Transpose(embedding)` or a `Gemm` with transB, which the stock
-quantizer skips; we first fold those into a constant so the head is quantized too. Embedding tables become 8-bit
-`GatherBlockQuantized` lookups, which quarters the largest tensor of a small model's memory. This file does not
+quantizer skips; those are folded into a constant first so the head is quantized too. Embedding tables become
+8-bit `GatherBlockQuantized` lookups, which quarters the largest tensor of a small model's memory. Which bits and
+block sizes where, and the alternatives measured against them: docs/quantization.md. This file does not
 validate accuracy (validate.py measures it).
-
-Which bits where (perplexity of SmolLM2-135M-Instruct, read from its Q4_1 GGUF, on benchmarks/data/english.txt,
-1,294 tokens; fp32 26.505; decode speed in alternating A/B runs, 2 threads). `int8`: round-to-nearest everywhere,
-26.592 (+0.3%); blocks of 32 instead of 64 give 26.509 but decode ~12% slower. `int4`: every weight at 4 bits.
-The layers' codes are searched to minimise the rounding error weighted by the importance of each input channel
-(the mean square of the activation it multiplies, the diagonal of calibrate.py's Gram matrices), in blocks of 64;
-the LM head is rounded by GPTQ (gptq.py) in blocks of 32: 28.38 (+7.1%). A trade of quality for speed, measured
-(perplexity on english.txt / GPL-3 prose / the vim manual, 1,300 tokens each, fp32 26.505 / 19.979 / 15.429;
-decode in alternating A/B runs against the scheme above it, 8 rounds):
-  attention (q|k|v, o) in blocks of 32, the MLP in 64        28.65 / 22.36 / 16.58 (+8.1 / +11.9 / +7.4%)
-  every layer weight in blocks of 64 (this scheme)           28.38 / 23.00 / 16.96 (+7.1 / +15.1 / +9.9%)  1.054x
-  ... and the GPTQ head in blocks of 64 too                  28.93 / 22.83 / 16.91 (+9.2 / +14.3 / +9.6%)  ~1.10x
-  ... the same, GPTQ in activation order (static groups)     29.77 / 22.94 / 16.92
-  blocks of 32 for the attention, 64 for the head            29.17 / 22.21 / 16.59 (+10.1 / +11.2 / +7.5%)
-  only o in blocks of 64 among the attention weights         28.41 / 22.55 / 16.87 (+7.2 / +12.9 / +9.3%)
-In the first scheme onnxruntime-genai int4 decoded at 0.96-1.04x of memgpt int4 in full suite runs, too close to
-call on this machine. Blocks of 64 halve the scales and zero points a decode step reads with the codes: 30 pairs
-of 576x3072 and 3072x576 4-bit MatMulNBits in one graph ran 2.8 ms in blocks of 64 against 3.4 ms in blocks of 32
-(blocks of 128: 2.7 ms; no zero points: within 3%; float activations, accuracy level 1 or 3: 5.7-6.0 ms).
-The head is the largest single weight (a fifth of the multiply-adds of a decode step); at 4 bits a step reads
-half its bytes: decode 1.04x the same scheme with an 8-bit round-to-nearest head (28.10, +6.0%). Earlier measured alternatives (perplexity on english.txt; decode speed
-against the 8-bit-head scheme, ranges over 2-3 A/B runs):
-  GPTQ head in blocks of 64                                  29.21 (+10.2%)  1.08x
-  importance-weighted searched 4-bit head (no GPTQ)          28.89 (+9.0%)
-  GPTQ on every weight (damping 0.01 or 0.3)                 31.4, 31.3: GPTQ fits the calibration text's
-                                                             activations too closely (gptq.py)
-  unweighted 4-bit, q|k|v and head 8-bit                     27.93 (+5.4%)   ~0.85-0.88x
-  unweighted 4-bit, head 8-bit                               29.63 (+11.8%)
-  weighted, all blocks of 32, head 8-bit                     27.32 (+3.1%)   ~0.90-0.96x
-  weighted, only gate|up in blocks of 64, head 8-bit         27.69 (+4.5%)   ~0.92-0.99x
-  weighted, all blocks of 64, head 8-bit                     28.47 (+7.4%)   ~1.05-1.06x
-  weighted, blocks of 32, q|k|v 8-bit, head 8-bit            27.34 (+3.2%)   (7 MB more weights, ~25 MB more RSS)
-(the rows from "unweighted" down were measured with importance from 128 calibration tokens instead of 2,048.)
-On two other texts (GPL-3 prose, the vim manual) the 8-bit-head scheme lost 12.1% and 7.6% (the unweighted one
-15.9%, 6.9%; all blocks of 32 7.8%, 2.1%; all blocks of 64 13.8%, 11.7%). A graph the calibration cannot run (an encoder,
-a cross-attention decoder) keeps the unweighted scheme, all blocks of 32 and its attention input projections at
-8 bits, as llama.cpp keeps sensitive tensors at higher precision in its mixed schemes. The GGUF's weights lie
-on Q4_1 grids, which an exact 4-bit copy would need float zero points for; onnxruntime's MatMulNBits runs those
-50-100x slower at one row (blockwise.py), and integer zero points on the same grid (round-to-nearest) gave
-30.75 with q|k|v at 8 bits.
 """
 
 from __future__ import annotations
@@ -64,9 +25,8 @@ from .gptq import gptq
 
 SCHEMES = ("fp32", "int8", "int4", "gguf")  # gguf: gguf_quantize.py, from the GGUF file's own codes
 BLOCK_SIZE = 32
-# blocks of 64 for 8-bit weights: a third fewer bytes of scales to read per token (SmolLM2's 8-bit LM head ran in
-# about 0.6-0.7 ms instead of 0.8-0.95 ms per call here) for no measurable loss at 8 bits; and for the
-# importance-weighted 4-bit layer weights (see the module docstring)
+# blocks of 64 for 8-bit and importance-weighted 4-bit weights: fewer scales to read per token, for a small
+# loss (docs/quantization.md)
 WIDE_BLOCK_SIZE = 64
 ACCURACY_LEVEL = 4  # int8 activations: the fast kernels (a float-activation 8-bit path is ~50x slower here)
 # attention input projections: 8-bit in int4 when no importance was measured for them
@@ -131,7 +91,7 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
 def bits_for(node: str, head: str, scheme: str, calibrated: bool = False) -> tuple[int, str]:
     """(bits, method) for one weight MatMul under `scheme`; `calibrated`: its input's Gram matrix was measured.
 
-    See the module docstring for the measurements behind the choice.
+    docs/quantization.md has the measurements behind the choice.
     """
     if scheme == "int8":
         return 8, "rtn"

@@ -116,7 +116,7 @@ def whole_model(source: Any, dtype: Any) -> Any:
     """The whole model loaded by transformers in `dtype` (the independent reference)."""
     from transformers import AutoModelForCausalLM
 
-    from .sources import _guarded
+    from .sources import guarded_load
 
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {"local_files_only": source.local_files_only}
-    return _guarded(source, lambda: AutoModelForCausalLM.from_pretrained(source.load_from, dtype=dtype, **kwargs).eval())
+    return guarded_load(source, lambda: AutoModelForCausalLM.from_pretrained(source.load_from, dtype=dtype, **kwargs).eval())

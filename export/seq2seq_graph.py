@@ -17,18 +17,20 @@ This file does not validate numbers or quantize; it checks only that the graphs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from memgpt_runtime.errors import ExportError
-from memgpt_runtime.manifest import EncoderSpec, GraphSpec, KVCacheSpec
+from memgpt_runtime.manifest import EncoderSpec, GraphSpec, KVCacheSpec, layer_names
 
 from .architectures import ModelShape
 from .graph_builder import GraphBuilder
-from .onnx_graph import DecoderGraph, _dims, export_onnx, save_onnx
+from .graph_spec import DecoderGraph
+from .onnx_graph import export_onnx, save_onnx, tensor_dims
 
 TASK = "text2text-generation-with-past"
 OPTIMUM_ENCODER, OPTIMUM_DECODER = "encoder_model.onnx", "decoder_with_past_model.onnx"
@@ -125,11 +127,11 @@ def read_seq2seq_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    inputs = {i.name: _dims(i) for i in proto.graph.input}
-    outputs = {o.name: _dims(o) for o in proto.graph.output}
+    inputs = {i.name: tensor_dims(i) for i in proto.graph.input}
+    outputs = {o.name: tensor_dims(o) for o in proto.graph.output}
     templates = (PAST_SELF_KEY, PAST_SELF_VALUE, PAST_CROSS_KEY, PAST_CROSS_VALUE)
-    wanted_in = ["input_ids", "encoder_attention_mask"] + [t.format(i=i) for i in range(shape.num_layers) for t in templates]
-    wanted_out = ["logits"] + [t.format(i=i) for i in range(shape.num_layers) for t in (PRESENT_SELF_KEY, PRESENT_SELF_VALUE)]
+    wanted_in = ["input_ids", "encoder_attention_mask", *layer_names(shape.num_layers, *templates)]
+    wanted_out = ["logits", *layer_names(shape.num_layers, PRESENT_SELF_KEY, PRESENT_SELF_VALUE)]
     missing = [n for n in wanted_in if n not in inputs] + [n for n in wanted_out if n not in outputs]
     if missing:
         raise ExportError(f"the exported decoder lacks {', '.join(missing[:4])}; this model's ONNX export is not supported")

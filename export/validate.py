@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from memgpt_runtime.errors import ExportError
+from memgpt_runtime.errors import ExportError, first_line
 
-from .onnx_graph import DecoderGraph
+from .graph_spec import DecoderGraph
 
 FP32_TOLERANCE = 1e-3
 PROMPTS = (
@@ -92,7 +92,7 @@ def compare_graph(path: Path, graph: DecoderGraph, cases: list[Case], references
         try:
             got, columns = _run_chunks(session, case)  # (batch, calls, vocab), the position of each call
         except RuntimeError as exc:  # onnxruntime's kernel errors
-            first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+            first = first_line(exc, empty="unknown error")
             raise ExportError(f"the exported graph fails on case {case.name} ({first}); please report it") from None
         want = ref[:, columns, :]
         if not np.isfinite(got).all():

@@ -23,8 +23,7 @@ class ConcatCache:
         self._vocab = decoder.vocab_size
         self._layers = kv.num_layers
         self._row_shape = (kv.num_kv_heads, kv.head_size)  # one position of one row: (heads, head_size)
-        self._past_names = [n.format(i=i) for i in range(kv.num_layers) for n in (kv.past_key, kv.past_value)]
-        self._present_names = [n.format(i=i) for i in range(kv.num_layers) for n in (kv.present_key, kv.present_value)]
+        self._past_names, self._present_names = kv.past_names(), kv.present_names()
         capacity = max_rows * max_length * kv.num_kv_heads * kv.head_size
         # subtle: np.empty maps pages lazily, so the resident size grows with the positions actually used.
         self._buffers = [[np.empty(capacity, np.float32) for _ in self._past_names] for _ in range(2)]

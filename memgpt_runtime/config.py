@@ -116,7 +116,7 @@ class GenerationConfig:
             )
 
     @classmethod
-    def from_defaults(cls, defaults: dict[str, Any] | None = None, **overrides: Any) -> "GenerationConfig":
+    def from_defaults(cls, defaults: dict[str, Any] | None = None, **overrides: Any) -> GenerationConfig:
         """Build a config from a model's defaults (unknown keys ignored) and the caller's overrides.
 
         Overrides whose value is None are treated as not given, so CLI flags left unset fall through.
@@ -132,7 +132,7 @@ class GenerationConfig:
             merged.pop("max_new_tokens", None)
         return cls(**merged)
 
-    def replace(self, **changes: Any) -> "GenerationConfig":
+    def replace(self, **changes: Any) -> GenerationConfig:
         return replace(self, **changes)
 
     def total_length(self, prompt_length: int) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ModelFolderError, PromptTooLongError
-from .manifest import REEXPORT_HINT, EncoderSpec, GraphSpec, Manifest
+from .manifest import REEXPORT_HINT, EncoderSpec, GraphSpec, Manifest, layer_names
 from .session import open_session
 
 
@@ -22,7 +22,7 @@ class EncoderSession:
     def __init__(self, path: str | Path, spec: EncoderSpec, threads: int | None = None):
         self.spec = spec
         self.session = open_session(path, threads)
-        self._outputs = [name.format(i=i) for i in range(spec.num_layers) for name in (spec.cross_key, spec.cross_value)]
+        self._outputs = layer_names(spec.num_layers, spec.cross_key, spec.cross_value)
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
         missing = sorted(({spec.input_ids, spec.attention_mask} - inputs) | (set(self._outputs) - outputs))
@@ -30,7 +30,7 @@ class EncoderSession:
             raise ModelFolderError(f"the encoder graph does not match its manifest (no {missing[0]!r}); {REEXPORT_HINT}")
 
     @classmethod
-    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> "EncoderSession":
+    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> EncoderSession:
         return cls(Path(folder) / manifest.encoder.model_file, manifest.encoder, threads)
 
     def encode(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
@@ -53,7 +53,7 @@ class CrossAttention:
     """
 
     def __init__(self, graph: GraphSpec, num_layers: int, cross: list[np.ndarray], source_mask: np.ndarray):
-        self._names = [name.format(i=i) for i in range(num_layers) for name in (graph.cross_key, graph.cross_value)]
+        self._names = layer_names(num_layers, graph.cross_key, graph.cross_value)
         self._mask_name = graph.encoder_attention_mask
         self._arrays = [np.ascontiguousarray(a, np.float32) for a in cross]  # (rows, heads, source_len, head_size)
         self._mask = np.ascontiguousarray(source_mask, np.int64)  # (rows, source_len)

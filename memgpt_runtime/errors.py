@@ -26,3 +26,10 @@ class PromptTooLongError(UsageError):
 
 class ExportError(MemgptError):
     """The export stage could not turn the given model into a runtime folder."""
+
+
+def first_line(exc: BaseException, empty: str | None = None) -> str:
+    """The first line of `str(exc)`, for a one-line error that wraps it; `empty` (default: the exception's type
+    name) when it says nothing."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else (type(exc).__name__ if empty is None else empty)

@@ -48,6 +48,19 @@ class KVCacheSpec:
     present_value: str
     dtype: str = "float32"
 
+    def past_names(self) -> list[str]:
+        """The graph's past inputs, layer by layer: key 0, value 0, key 1, ..."""
+        return layer_names(self.num_layers, self.past_key, self.past_value)
+
+    def present_names(self) -> list[str]:
+        """The graph's present outputs, in the order of `past_names`."""
+        return layer_names(self.num_layers, self.present_key, self.present_value)
+
+
+def layer_names(num_layers: int, *templates: str) -> list[str]:
+    """Each `{i}` template filled for every layer, layer by layer: t0(0), t1(0), t0(1), t1(1), ..."""
+    return [t.format(i=i) for i in range(num_layers) for t in templates]
+
 
 @dataclass(frozen=True)
 class GraphSpec:

@@ -52,6 +52,8 @@ def check_fields(manifest: Any, folder: Path, hint: str) -> None:
         if not (isinstance(value, str) and "{i}" in value):
             fail(f"kv_cache.{field}", "a name with the {i} placeholder", value)
     name("kv_cache.layout", kv.layout)
+    if kv.dtype != "float32":  # the KV buffers are allocated as float32 (slots.py, concat_cache.py)
+        fail("kv_cache.dtype", '"float32"', kv.dtype)
 
     graph = manifest.graph
     name("graph.input_ids", graph.input_ids)

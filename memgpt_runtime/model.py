@@ -29,7 +29,7 @@ from .stream import TextStream
 from .tokenizer import Tokenizer, pad
 
 
-def load(folder: str | Path, threads: int | None = None) -> "LanguageModel":
+def load(folder: str | Path, threads: int | None = None) -> LanguageModel:
     """Load an exported folder: read its manifest, open its tokenizer and its ONNX Runtime session."""
     threads = check_threads(threads) if threads is not None else default_threads()
     if not isinstance(folder, (str, os.PathLike)):

@@ -7,8 +7,8 @@ of `GenerationMixin._get_logits_processor`. Drawing a token from the processed s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view

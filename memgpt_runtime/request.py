@@ -80,7 +80,7 @@ class Request:
         config: GenerationConfig,
         rng: np.random.Generator | None = None,
         context: int | None = None,
-    ) -> "Request":
+    ) -> Request:
         """A request from (batch, prompt_len) ids and mask: int64 arrays, and the length fixed by `resolve_length`."""
         ids = np.asarray(input_ids, dtype=np.int64)
         mask = np.asarray(attention_mask, dtype=np.int64)

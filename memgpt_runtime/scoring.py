@@ -45,9 +45,8 @@ def _equal_rows(rows: list[list[int]]) -> list[list[int]]:
 
 
 def _caches(kv, batch: int, length: int, feeds: dict) -> None:
-    for i in range(kv.num_layers):
-        for name in (kv.past_key, kv.past_value):
-            feeds[name.format(i=i)] = np.zeros((batch, kv.num_kv_heads, length, kv.head_size), np.float32)
+    for name in kv.past_names():
+        feeds[name] = np.zeros((batch, kv.num_kv_heads, length, kv.head_size), np.float32)
 
 
 def _all_positions(session, graph, kv, ids: np.ndarray) -> np.ndarray:

@@ -16,8 +16,8 @@ import numpy as np
 import onnxruntime as ort
 
 from .concat_cache import ConcatCache
-from .errors import ModelFolderError, PromptTooLongError, UsageError
-from .manifest import REEXPORT_HINT, GraphSpec, KVCacheSpec, Manifest
+from .errors import ModelFolderError, PromptTooLongError, UsageError, first_line
+from .manifest import REEXPORT_HINT, GraphSpec, KVCacheSpec, Manifest, layer_names
 from .shared_cache import SharedCache
 from .slots import min_rows_of
 
@@ -46,8 +46,7 @@ def open_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
     try:
         return ort.InferenceSession(str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types, all without a hint for the user
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFolderError(f"cannot load {path}: {first_line}; {REEXPORT_HINT}") from None
+        raise ModelFolderError(f"cannot load {path}: {first_line(exc)}; {REEXPORT_HINT}") from None
 
 
 class DecoderSession:
@@ -72,7 +71,7 @@ class DecoderSession:
         self._check_io()
 
     @classmethod
-    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> "DecoderSession":
+    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> DecoderSession:
         return cls(Path(folder) / manifest.model_file, manifest.graph, manifest.kv_cache, manifest.vocab_size,
                    manifest.context_length, threads)
 
@@ -85,10 +84,8 @@ class DecoderSession:
                     graph.last_index, graph.encoder_attention_mask)
         wanted_in = {graph.input_ids} | {n for n in optional if n}
         wanted_out = {graph.logits}
-        for i in range(kv.num_layers):
-            wanted_in |= {kv.past_key.format(i=i), kv.past_value.format(i=i)}
-            wanted_in |= {n.format(i=i) for n in (graph.cross_key, graph.cross_value) if n}
-            wanted_out |= {kv.present_key.format(i=i), kv.present_value.format(i=i)}
+        wanted_in |= {*kv.past_names(), *layer_names(kv.num_layers, *(n for n in (graph.cross_key, graph.cross_value) if n))}
+        wanted_out |= set(kv.present_names())
         missing = sorted((wanted_in - inputs) | (wanted_out - outputs))
         if missing:
             raise ModelFolderError(f"the ONNX model does not match its manifest (no {missing[0]!r}); {REEXPORT_HINT}")

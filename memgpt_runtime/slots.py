@@ -32,8 +32,7 @@ class SlotCache:
         self.min_rows = min_rows
         slots = max(slots, min_rows)
         self._session, self._graph = decoder.session, graph
-        self._names = [n.format(i=i) for i in range(kv.num_layers) for n in (kv.past_key, kv.past_value)]
-        self._present = [n.format(i=i) for i in range(kv.num_layers) for n in (kv.present_key, kv.present_value)]
+        self._names, self._present = kv.past_names(), kv.present_names()
         shape = (slots, kv.num_kv_heads, capacity, kv.head_size)
         self._slot_bytes = int(np.prod(shape[1:])) * 4
         # anonymous maps: pages are committed on first write and returned by `release`

@@ -1,7 +1,7 @@
 """Text to token ids and back with the `tokenizers` library, plus chat templates rendered with jinja2.
 
-Mirrors the parts of a transformers tokenizer that generation needs: `encode`, `decode`, `batch_encode`
-with left padding, and `apply_chat_template` rendered as transformers renders it (sandboxed jinja2, trimmed
+Mirrors the parts of a transformers tokenizer that generation needs: `encode`, `decode`, `batch_decode`,
+`pad` (left padding), and `apply_chat_template` rendered as transformers renders it (sandboxed jinja2, trimmed
 blocks, `raise_exception`). Incremental decoding for streaming lives in `stream.py`.
 """
 
@@ -30,10 +30,6 @@ class Tokenizer:
         self.tokens = tokens
         self.chat_template = chat_template
         self._template = None
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
 
     @property
     def eos_token_id(self) -> int | None:
@@ -65,7 +61,7 @@ class Tokenizer:
 
     def pad(self, rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Left-pad token lists into (batch, longest) ids and attention mask, as generation wants them."""
-        return left_pad(rows, self.pad_token_id if self.pad_token_id is not None else (self.eos_token_id or 0))
+        return pad(rows, self.pad_token_id if self.pad_token_id is not None else (self.eos_token_id or 0), "left")
 
     def apply_chat_template(
         self,
@@ -117,11 +113,6 @@ def valid_text(text: str) -> str:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """(batch, longest) int64 ids and mask; shorter rows get `pad_id` and mask 0 on the left."""
-    return pad(rows, pad_id, "left")
 
 
 def pad(rows: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:

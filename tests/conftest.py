@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import tiny_models`
+from benchmarks import tiny_models
 
-import tiny_models  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))  # so tests can import their helpers (torch_state, tiny_families, ...)
 
 
 def _export(source, folder: Path, quantize: str = "fp32") -> Path:

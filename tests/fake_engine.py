@@ -15,7 +15,7 @@ def import_modules() -> None:
     pass
 
 
-def load(spec: dict) -> "FakeEngine":
+def load(spec: dict) -> FakeEngine:
     if spec.get("broken") == "load":
         raise RuntimeError("this fake engine does not load")
     return FakeEngine(spec)

@@ -11,12 +11,12 @@ in ggml's layouts; tests check them against gguf's dequantizer). Nothing here to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-import tiny_models
+from benchmarks import tiny_models
 
 Types = Callable[[str, int | None], str]  # (GGUF role such as "attn_v", layer or None) -> GGUF type name
 

@@ -7,7 +7,7 @@ the scripted fake checks finished hypotheses, length penalty, early stopping and
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ PROMPTS = [[5, 6, 7], [3, 4, 50, 6, 7, 9], [11, 12, 13, 14, 15]]
 EOS = {"llama": (92,), "gpt2": (101,)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str):
     return {"llama": tiny_llama, "gpt2": tiny_gpt2}[name]()
 

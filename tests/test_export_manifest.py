@@ -9,10 +9,8 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
+from benchmarks import tiny_models as tm
 from memgpt_runtime.manifest import read_manifest
-
-import tiny_models as tm
-
 
 FUSED_INPUTS = dict(attention_mask=None, position_ids=None, seqlens_k="seqlens_k",
                     total_sequence_length="total_sequence_length", last_index="last_index")

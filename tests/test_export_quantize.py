@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from memgpt_runtime.manifest import read_manifest
 from export.quantize import fold_transposed_weights, weight_matmuls
+from memgpt_runtime.manifest import read_manifest
 
 LLAMA_WEIGHT_MATMULS = 2 * 4 + 1  # per layer of the fused graph q|k|v, o, gate|up, down; plus the LM head
 
@@ -87,7 +87,7 @@ def test_other_architectures_quantize_every_weight_matmul(request, tmp_path, hf_
 
 
 def test_an_untied_llama_head_is_quantized_too(tmp_path):
-    import tiny_models
+    from benchmarks import tiny_models
     from export import export_model
     from export.progress import Progress
 

@@ -2,7 +2,7 @@
 
 The folder holds the decoder (`model.onnx`, optimum's decoder with past), the encoder (`encoder.onnx`, which
 also returns every decoder layer's cross-attention keys and values), `tokenizer.json` and a manifest of kind
-"encoder-decoder". All models are tiny and random (tests/tiny_models.py); nothing touches the network.
+"encoder-decoder". All models are tiny and random (benchmarks/tiny_models.py); nothing touches the network.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, BartConfig, MarianConfig, T5Config
 
+from benchmarks import tiny_models as tm
 from export import export_model
 from export.architectures import model_shape, supported_model_types
 from export.progress import Progress
 from export.quantize import weight_matmuls
 from memgpt_runtime.errors import ExportError
 from memgpt_runtime.manifest import VERSION, EncoderSpec, GraphSpec, KVCacheSpec, TokenSpec, read_manifest
-
-import tiny_models as tm
 
 FOLDER = ["encoder.onnx", "manifest.json", "model.onnx", "tokenizer.json"]
 CASES = {"one_source", "right_padded_batch"}

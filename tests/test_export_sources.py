@@ -66,7 +66,7 @@ def test_a_tiny_mistral_exports_and_validates(tmp_path):
     import torch
     from transformers import AutoTokenizer, MistralForCausalLM
 
-    import tiny_models
+    from benchmarks import tiny_models
     from export import export_model
     from export.progress import Progress
     from memgpt_runtime.manifest import read_manifest

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import memgpt_runtime as mr
-import tiny_models as tm
+from benchmarks import tiny_models as tm
 from memgpt_runtime.manifest import read_manifest
 
 BASE = dict(vocab_size=tm.VOCAB_SIZE, bos_token_id=tm.BOS_ID, eos_token_id=tm.EOS_ID, pad_token_id=tm.PAD_ID)

@@ -140,6 +140,7 @@ def edit_manifest(folder, change) -> None:
         (lambda b: b["tokens"].update(pad_token_id=VOCAB), r"tokens.pad_token_id must be a token id in \[0, vocab_size=384\), got 384"),
         (lambda b: b["kv_cache"].update(num_kv_heads="2"), "kv_cache.num_kv_heads must be an integer >= 1"),
         (lambda b: b["kv_cache"].update(num_layers=0), "kv_cache.num_layers must be an integer >= 1"),
+        (lambda b: b["kv_cache"].update(dtype="float16"), "kv_cache.dtype must be \"float32\", got 'float16'"),
         (lambda b: b.update(vocab_size=-5), "vocab_size must be an integer >= 1"),
         (lambda b: b.update(generation_defaults={"eos_token_id": 10**9}), "generation_defaults.eos_token_id"),
         (lambda b: b.update(graph=None), "no valid 'graph' object"),

@@ -3,7 +3,7 @@ step events (tokens, lengths, closing) over a scripted fake, and the contract.""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from memgpt_runtime.config import GenerationConfig
 from memgpt_runtime.errors import UsageError
 from memgpt_runtime.request import Done, Request, Step
-from memgpt_runtime.search import GenerateResult, finish, generate_ids, search
+from memgpt_runtime.search import finish, generate_ids, search
 from torch_state import TorchState, hf_generate, left_pad, tiny_gpt2, tiny_llama
 
 PROMPTS = [[5, 6, 7], [3, 4, 50, 6, 7, 9], [11, 12, 13, 14, 15]]
@@ -19,7 +19,7 @@ PROMPTS = [[5, 6, 7], [3, 4, 50, 6, 7, 9], [11, 12, 13, 14, 15]]
 EOS = {"llama": (92, 5), "gpt2": (101, 98)}
 
 
-@lru_cache(maxsize=None)
+@cache
 def model(name: str):
     return {"llama": tiny_llama, "gpt2": tiny_gpt2}[name]()
 
@@ -179,9 +179,14 @@ def test_sampling_returns_adjacent_copies_per_prompt():
     np.testing.assert_array_equal(result.sequences[:, :6], np.repeat(ids, 4, axis=0))
 
 
-def test_result_is_a_small_dataclass():
-    result = GenerateResult(np.zeros((1, 2), dtype=np.int64))
-    assert result.sequences_scores is None and result.lengths is None
+def test_a_greedy_result_counts_each_rows_new_tokens_up_to_its_eos():
+    ids, mask = left_pad(PROMPTS)
+    config = GenerationConfig(max_new_tokens=8, eos_token_id=EOS["llama"], pad_token_id=3)
+    result = generate_ids(TorchState(model("llama")), ids, mask, config)
+    new = result.sequences[:, ids.shape[1] :].tolist()
+    expected = [next((i + 1 for i, t in enumerate(row) if t in EOS["llama"]), 8) for row in new]
+    assert min(expected) < 8  # some row stopped early, so the count is not just max_new_tokens
+    assert result.lengths.tolist() == expected and result.sequences_scores is None
 
 
 @pytest.mark.parametrize(

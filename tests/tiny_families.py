@@ -2,7 +2,7 @@
 
 Each builder sets the options that make its family differ (sliding windows of a few tokens, soft-caps small
 enough to bite, partial rotary, multipliers far from 1, random norm weights and biases) so that parity tests
-exercise them, and shares the Llama tokenizer and generation config of `tiny_models.py`. Models are 2-4
+exercise them, and shares the Llama tokenizer and generation config of `benchmarks/tiny_models.py`. Models are 2-4
 layers, hidden 64-128. This file only builds models; it does not export them.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import tiny_models as tm
+from benchmarks import tiny_models as tm
 
 COMMON = dict(vocab_size=tm.VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tm.BOS_ID,

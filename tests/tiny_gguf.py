@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import tiny_models as tm
+from benchmarks import tiny_models as tm
 
 COMMON = dict(vocab_size=tm.VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tm.BOS_ID,

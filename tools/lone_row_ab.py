@@ -16,7 +16,7 @@ import memgpt_runtime as mr
 
 def decode_rate(lm, prompt: list[int], new_tokens: int) -> float:
     stamps = []
-    for event in lm.generate_steps([prompt], max_new_tokens=new_tokens, min_new_tokens=new_tokens):
+    for _event in lm.generate_steps([prompt], max_new_tokens=new_tokens, min_new_tokens=new_tokens):
         stamps.append(time.perf_counter())
     return (len(stamps) - 2) / (stamps[-2] - stamps[0])  # steps after the first token (the last event is Done)
 

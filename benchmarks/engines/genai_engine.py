@@ -16,7 +16,7 @@ def import_modules() -> None:
     import onnxruntime_genai  # noqa: F401
 
 
-def load(spec: dict) -> "GenaiEngine":
+def load(spec: dict) -> GenaiEngine:
     import onnxruntime_genai as og
 
     config = og.Config(spec["folder"])

@@ -13,7 +13,7 @@ def import_modules() -> None:
     import llama_cpp  # noqa: F401
 
 
-def load(spec: dict) -> "LlamaCppEngine":
+def load(spec: dict) -> LlamaCppEngine:
     from llama_cpp import Llama
 
     quality = spec.get("job") == "quality"  # perplexity needs the logits of every position

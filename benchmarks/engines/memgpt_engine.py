@@ -15,7 +15,7 @@ def import_modules() -> None:
     import memgpt_runtime  # noqa: F401
 
 
-def load(spec: dict) -> "MemgptEngine":
+def load(spec: dict) -> MemgptEngine:
     import memgpt_runtime as mr
 
     return MemgptEngine(mr.load(spec["folder"], threads=spec["threads"]))

@@ -14,7 +14,7 @@ def import_modules() -> None:
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM  # noqa: F401
 
 
-def load(spec: dict) -> "HFGenerateEngine":
+def load(spec: dict) -> HFGenerateEngine:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

@@ -1,4 +1,5 @@
-"""Tiny random causal LMs and encoder-decoders, with tokenizers built in code, saved as HF folders, for offline tests.
+"""Tiny random causal LMs and encoder-decoders, with tokenizers built in code, saved as HF folders, for offline tests
+and `memgpt bench --quick`.
 
 Each builder writes a folder that `AutoModelForCausalLM` (Llama, Qwen2, GPT-2) or `AutoModelForSeq2SeqLM` (T5,
 BART, Marian) and `AutoTokenizer` load with no network: config + random weights (fixed torch seed), a tokenizer
