@@ -23,6 +23,7 @@ from memgpt_runtime.batch.ray_data import run_on_ray  # noqa: E402
 from memgpt_runtime.batch.rows import Row  # noqa: E402
 
 PROMPTS = ["The quick brown fox", "Once upon a time there was", "def main():", "Numbers: 0 1 2 3"]
+ROWS_KILLED = 120  # rows of the killed-replica job: enough batches of 2 that the kill lands mid-job
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,25 @@ def test_ray_rows_equal_the_local_jobs(cluster, tiny_llama_export, lm, tmp_path)
     assert "3 malformed lines, 4 rows with errors" in run.stderr
 
 
+def test_ray_resume_skips_the_rows_already_written(cluster, tiny_llama_export, lm, tmp_path):
+    source = write_input(tmp_path / "in.jsonl")
+    kept = {"id": 2, "text": "written before the crash", "finish_reason": "length", "prompt_tokens": 1, "completion_tokens": 1}
+    (tmp_path / "out.jsonl.partial").write_text(json.dumps(kept) + "\n")
+    run = memgpt("batch", tiny_llama_export, source, "-o", tmp_path / "out.jsonl", "--ray", cluster, "--resume")
+    assert run.returncode == 0, run.stderr
+    rows = by_id(read_output(tmp_path / "out.jsonl"))
+    assert rows["id", 2] == kept and len(rows) == len(ROWS) + 3
+    assert rows["id", "greedy"] == expected_row(lm, *ROWS[0])
+
+
+def test_replicas_that_do_not_fit_the_cluster_are_refused(cluster, tiny_llama_export, tmp_path):
+    source = write_input(tmp_path / "in.jsonl")
+    run = memgpt("batch", tiny_llama_export, source, "-o", tmp_path / "out.jsonl", "--ray", cluster, "--replicas", 3)
+    assert run.returncode == 2
+    assert run.stderr.splitlines()[-1] == ("error: 3 replicas x 1 threads need 3 CPUs but the Ray cluster has 2; "
+                                           "lower the replicas or their threads")  # fmt: skip
+
+
 def _replica_pids() -> list[int]:
     """Worker processes of Ray Data's actor pool (their process title names the map operator)."""
     pids = []
@@ -68,7 +88,7 @@ def _replica_pids() -> list[int]:
 
 
 def test_a_killed_replica_has_its_rows_redone(cluster, tiny_llama_export, lm, tmp_path):
-    rows = [Row(i + 1, f"r{i}", {"prompt": PROMPTS[i % 4], "max_tokens": 32, "temperature": 0}) for i in range(80)]
+    rows = [Row(i + 1, f"r{i}", {"prompt": PROMPTS[i % 4], "max_tokens": 32, "temperature": 0}) for i in range(ROWS_KILLED)]
     output = PartialOutput(tmp_path / "out.jsonl")
     failure = []
 
@@ -80,7 +100,7 @@ def test_a_killed_replica_has_its_rows_redone(cluster, tiny_llama_export, lm, tm
 
     thread = threading.Thread(target=job)
     thread.start()
-    assert wait_until(lambda: len(_replica_pids()) == 2 and output.written > 0, timeout=120), "the replicas never started"
+    assert wait_until(lambda: _replica_pids() and output.written > 0, timeout=120), "the replicas never started"
     victim = _replica_pids()[0]
     os.kill(victim, signal.SIGKILL)
     written_before = output.written
@@ -89,10 +109,10 @@ def test_a_killed_replica_has_its_rows_redone(cluster, tiny_llama_export, lm, tm
     assert written_before < len(rows)  # the replica died mid-job
     output.finish()
     got = by_id(read_output(tmp_path / "out.jsonl"))
-    assert set(got) == {("id", f"r{i}") for i in range(80)}
+    assert set(got) == {("id", f"r{i}") for i in range(ROWS_KILLED)}
     for i in range(4):  # every prompt's rows all equal generate(), whichever replica ran them
         expected = expected_row(lm, {"id": None, "prompt": PROMPTS[i]}, dict(max_new_tokens=32))
-        assert {got["id", f"r{j}"]["text"] for j in range(i, 80, 4)} == {expected["text"]}
+        assert {got["id", f"r{j}"]["text"] for j in range(i, ROWS_KILLED, 4)} == {expected["text"]}
     assert not psutil.pid_exists(victim) or psutil.Process(victim).status() == psutil.STATUS_ZOMBIE
 
 
