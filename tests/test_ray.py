@@ -100,8 +100,14 @@ def test_a_killed_replica_has_its_rows_redone(cluster, tiny_llama_export, lm, tm
 
     thread = threading.Thread(target=job)
     thread.start()
-    assert wait_until(lambda: _replica_pids() and output.written > 0, timeout=120), "the replicas never started"
-    victim = _replica_pids()[0]
+    seen: list[int] = []
+
+    def running() -> bool:  # a replica's process, once rows are coming out
+        seen[:] = _replica_pids() if output.written > 0 else []
+        return bool(seen)
+
+    assert wait_until(running, timeout=120), "no replica ran"
+    victim = seen[0]
     os.kill(victim, signal.SIGKILL)
     written_before = output.written
     thread.join(timeout=180)
