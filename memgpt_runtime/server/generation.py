@@ -47,6 +47,10 @@ class Generation:
 
     async def start(self) -> None:
         """Submit to the engine; raises its errors (QueueFull, PromptTooLongError, UsageError) as they are."""
+        await run_in_threadpool(self.submit)
+
+    def submit(self) -> None:
+        """(a worker thread) `start` without the event loop."""
         options = dict(self.job.options)
         if self.job.max_tokens_asked:
             options["max_new_tokens"] = self.job.max_tokens
@@ -56,7 +60,7 @@ class Generation:
             # the rest of the context: the engine's slots may hold fewer positions than the model's context
             options["max_length"] = self.engine.capacity
         self.submitted_at = time.perf_counter()
-        self.handle = await run_in_threadpool(self.engine.submit, self.prompt, **options)
+        self.handle = self.engine.submit(self.prompt, **options)
 
     def cancel(self) -> None:
         if self.handle is not None and not self.handle.done:
