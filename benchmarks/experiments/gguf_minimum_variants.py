@@ -6,6 +6,9 @@ sums, minimums) -> Add` (export/gguf_quantize.py). Variants:
   nomin   the minimum nodes removed and the block-sum columns dropped: wrong numbers, the bound of what any
           form of the minimum term can save
   reduce  MatMulNBits of N columns; block sums by Reshape + ReduceSum of the float input; MatMul; Add
+  rows2d  the residual stream as 2-D rows (batch * sequence, hidden): Flatten after the embedding and after each
+          attention, back to 3-D (Reshape to [batch, sequence, -1]) only for GroupQueryAttention's input and the
+          last-position If; each minimum group is `Split` then `Gemm(block sums, minimums, C = codes)`
 The folder's manifest (with the new file sizes) and tokenizer are copied; the rest of the manifest still
 describes the source graph.
 """
@@ -57,8 +60,63 @@ def drop_sum_columns(nbits, inits, n):
     set_attr(nbits, "N", n)
 
 
+AGNOSTIC = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "MatMulNBits", "Split", "QuickGelu",
+            "Mul", "Add", "Gemm", "MatMul"}  # ops that take (rows, width) as well as (batch, sequence, width)
+
+
+def rows2d(proto):
+    """The `rows2d` variant (see the module docstring), in place."""
+    graph = proto.graph
+    nodes = list(graph.node)
+    for nbits, split, minimum, add in groups(graph):
+        gemm = helper.make_node("Gemm", [split.output[1], minimum.input[1], split.output[0]], [add.output[0]],
+                                name=f"{nbits.name}_gemm")
+        nodes[nodes.index(minimum)] = gemm
+        nodes.remove(add)
+    seeds = [n.output[0] for n in nodes if n.op_type in ("GatherBlockQuantized", "GroupQueryAttention")]
+    out = [helper.make_node("Shape", ["input_ids"], ["rows2d/bs"], name="rows2d_bs"),
+           helper.make_node("Concat", ["rows2d/bs", "rows2d.minus_one"], ["rows2d/shape3d"], name="rows2d_shape3d",
+                            axis=0)]
+    graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "rows2d.minus_one"))
+    flat = {t: f"{t}/2d" for t in seeds}
+    twod = set(flat.values())
+    three = {}  # 2-D tensor -> its 3-D view
+
+    def view3d(t):
+        if t not in three:
+            three[t] = f"{t}/3d"
+            out.append(helper.make_node("Reshape", [t, "rows2d/shape3d"], [three[t]], name=f"{t}_3d"))
+        return three[t]
+
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in flat:
+                node.input[i] = flat[name]
+        if node.op_type == "GroupQueryAttention" and node.input[0] in twod:
+            node.input[0] = view3d(node.input[0])
+        if node.op_type == "If":
+            for branch in (a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH):
+                for inner in branch.node:
+                    for i, name in enumerate(inner.input):
+                        if name in flat:
+                            name = inner.input[i] = flat[name]
+                        if name in twod:
+                            inner.input[i] = view3d(name)
+        out.append(node)
+        if node.op_type in AGNOSTIC and node.input and node.input[0] in twod:
+            twod |= {o for o in node.output if o}
+        for t in node.output:
+            if t in flat:
+                out.append(helper.make_node("Flatten", [t], [flat[t]], name=f"{t}_2d", axis=-1))
+    graph.ClearField("node")
+    graph.node.extend(out)
+    graph.ClearField("value_info")  # recorded 3-D shapes of tensors that are now 2-D
+
+
 def rewrite(proto, variant):
     graph = proto.graph
+    if variant == "rows2d":
+        return rows2d(proto)
     inits = {t.name: t for t in graph.initializer}
     remove, insert = set(), {}  # names of nodes to drop; node name -> nodes to put after it
     extra_inits = []
