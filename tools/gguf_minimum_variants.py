@@ -1,6 +1,6 @@
 """Rewrite a `--quantize gguf` folder's minimum nodes into another form, to time the forms against each other.
 
-Usage: .venv/bin/python benchmarks/experiments/gguf_minimum_variants.py SRC_FOLDER OUT_FOLDER VARIANT
+Usage: .venv/bin/python tools/gguf_minimum_variants.py SRC_FOLDER OUT_FOLDER VARIANT
 SRC_FOLDER is a gguf export whose minimum groups are `MatMulNBits (N + K/block columns) -> Split -> MatMul(block
 sums, minimums) -> Add` (export/gguf_quantize.py). Variants:
   nomin   the minimum nodes removed and the block-sum columns dropped: wrong numbers, the bound of what any

@@ -1,7 +1,7 @@
 """Time single MatMulNBits nodes (and the gguf minimum groups) at one row, in alternation, to see what a decode
 step pays for each layout.
 
-Usage: .venv/bin/python benchmarks/experiments/nbits_node_micro.py [THREADS] [ROUNDS] [RUNS] [GROUP,...]
+Usage: .venv/bin/python tools/nbits_node_micro.py [THREADS] [ROUNDS] [RUNS] [GROUP,...]
 Each case is a one-graph session over random codes: a MatMulNBits of SmolLM2's shapes with a given width, block,
 zero-point input and accuracy level, or a 4-bit block-32 MatMulNBits followed by one form of the minimum term (`gemm2d` on a (1, K) row, since
 Gemm takes 2-D inputs only).
