@@ -9,7 +9,7 @@ Llama-3-8B) with random weights (normal, std 0.02; norms at 1), written tensor b
 shards of at most SHARD_BYTES (writing the 8B one holds a shard in memory, not the model), with a small byte-level
 BPE tokenizer trained here (its ids are a prefix of the model's vocabulary; only the shapes matter to timings).
 Exports: each in a fresh process (`--code DIR` puts another checkout first on its path: the export of an earlier
-commit, on the same checkpoint); its wall time, its peak RSS (VmHWM, which the process reads itself as it ends:
+commit, on the same checkpoint); its wall time and CPU time, its peak RSS (VmHWM, which the process reads itself as it ends:
 `ru_maxrss` would carry the parent's over fork + exec), the folder's size and the load average are recorded.
 Decode: a 16-token prompt, then `--tokens` greedy tokens with EOS off, one warm-up and `--repeats` timed runs
 (median), `--threads` threads for every engine, each engine in its own process (model load is not timed);
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -182,17 +183,23 @@ def measure_export(checkpoint: Path, output: Path, precision: str, code: Path | 
     if code is not None:
         env["PYTHONPATH"] = f"{code}{os.pathsep}{env.get('PYTHONPATH', '')}"
     argv = [sys.executable, "-c", EXPORT, str(checkpoint), str(output), precision]
-    start, load = time.perf_counter(), os.getloadavg()[0]
+    start, load, cpu = time.perf_counter(), os.getloadavg()[0], _children_cpu()
     # subtle: `python -c` puts the working directory first on sys.path; run where no checkout shadows `--code`
     process = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=output.parent)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if process.returncode != 0:
         return {"error": process.stderr.strip().splitlines()[-1] if process.stderr.strip() else "failed"}
     peak = int(process.stdout.split("VmHWM")[-1].split()[0])
     size = sum(f.stat().st_size for f in output.iterdir() if f.is_file())
     steps = [line for line in process.stderr.splitlines() if " done (" in line]
-    return {"seconds": seconds, "peak_rss_gb": peak / 2**30, "folder_gb": size / 2**30, "steps": steps,
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_gb": peak / 2**30, "folder_gb": size / 2**30, "steps": steps,
             "load_before": load, "load_after": os.getloadavg()[0]}  # fmt: skip
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished children: what an export cost, whatever else ran beside it."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_decode(engine: str, path: Path, tokens: int, repeats: int, threads: int) -> dict:
@@ -253,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(results: dict) -> str:
     """The results as Markdown: one row per shape and export, decode ratios against the faster PyTorch."""
-    lines = ["| shape | parameters | code/precision | export, s | peak RSS, GB | folder, GB | load avg | decode, tok/s | vs PyTorch |",
+    lines = ["| shape | parameters | code/precision | export, s (CPU s) | peak RSS, GB | folder, GB | load avg | decode, tok/s | vs PyTorch |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for shape, entry in results.items():
         torch_speeds = [d["tokens_per_s"] for k, d in entry["decode"].items() if k.startswith("pytorch") and "tokens_per_s" in d]
@@ -262,7 +269,8 @@ def table(results: dict) -> str:
             decode = entry["decode"].get(f"memgpt {key.split('/')[-1]}", {}) if key.startswith("this/") else {}
             speed = decode.get("tokens_per_s")
             cells = [shape, f"{entry['parameters'] / 1e9:.2f}B", key,
-                     f"{figures['seconds']:.0f}" if "seconds" in figures else figures.get("error", ""),
+                     f"{figures['seconds']:.0f} ({figures.get('cpu_seconds', 0):.0f})" if "seconds" in figures
+                     else figures.get("error", ""),
                      f"{figures.get('peak_rss_gb', 0):.2f}", f"{figures.get('folder_gb', 0):.2f}",
                      f"{figures['load_before']:.1f}-{figures['load_after']:.1f}" if "load_before" in figures else "",
                      f"{speed:.2f}" if speed else "", f"{speed / best:.1f}x" if speed and best else ""]  # fmt: skip
