@@ -9,8 +9,8 @@ Llama-3-8B) with random weights (normal, std 0.02; norms at 1), written tensor b
 shards of at most SHARD_BYTES (writing the 8B one holds a shard in memory, not the model), with a small byte-level
 BPE tokenizer trained here (its ids are a prefix of the model's vocabulary; only the shapes matter to timings).
 Exports: each in a fresh process (`--code DIR` puts another checkout first on its path: the export of an earlier
-commit, on the same checkpoint); its wall time and CPU time, its peak RSS (VmHWM, which the process reads itself as it ends:
-`ru_maxrss` would carry the parent's over fork + exec), the folder's size and the load average are recorded.
+commit, on the same checkpoint); its wall time and CPU time, its peak RSS (VmHWM, which the process reads itself
+as it ends: `ru_maxrss` would carry the parent's over fork + exec), the folder's size and the load average.
 Decode: a 16-token prompt, then `--tokens` greedy tokens with EOS off, one warm-up and `--repeats` timed runs
 (median), `--threads` threads for every engine, each engine in its own process (model load is not timed);
 PyTorch runs the bf16 checkpoint in bf16 and, if its fp32 copy fits in half of this machine's memory, in fp32
@@ -192,8 +192,8 @@ def measure_export(checkpoint: Path, output: Path, precision: str, code: Path | 
     peak = int(process.stdout.split("VmHWM")[-1].split()[0])
     size = sum(f.stat().st_size for f in output.iterdir() if f.is_file())
     steps = [line for line in process.stderr.splitlines() if " done (" in line]
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_gb": peak / 2**30, "folder_gb": size / 2**30, "steps": steps,
-            "load_before": load, "load_after": os.getloadavg()[0]}  # fmt: skip
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_gb": peak / 2**30, "folder_gb": size / 2**30,
+            "steps": steps, "load_before": load, "load_after": os.getloadavg()[0]}  # fmt: skip
 
 
 def _children_cpu() -> float:
