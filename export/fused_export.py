@@ -59,14 +59,15 @@ def export_fused(loaded: LoadedModel, weights: Weights, scheme: str, staging: Pa
     validation: dict[str, Any] = {}
     if plan.fp32_graph == "truncated":
         with progress.step(f"validate the fp32 graph of layers {', '.join(map(str, plan.layers))} against PyTorch"):
-            validation["fp32"] = {**check_truncated(loaded, recipe, weights, plan, cases, work), **plan.describe()}
+            report = check_truncated(loaded, recipe, weights, plan, cases, work)
+            validation["fp32"] = {**report, **plan.describe("fp32")}
     text, calibration, precision = None, None, None
     if scheme == "fp32":
         with progress.step("write fp32 graph"):
             path, decoder, _ = write_graph(recipe, weights, work / "final", FloatPrecision())
         if plan.fp32_graph == "whole":
             with progress.step("validate fp32 graph against PyTorch"):
-                validation["fp32"] = {**validate_fp32(path, decoder, cases, references()), **plan.describe()}
+                validation["fp32"] = {**validate_fp32(path, decoder, cases, references()), **plan.describe("fp32")}
     else:
         grams = None
         if plan.fp32_graph == "whole" or scheme == "int4":
@@ -101,7 +102,7 @@ def draft_steps(recipe: DecoderRecipe, weights: Weights, plan: ValidationPlan, s
         path, decoder, inputs = write_graph(recipe, weights, work / "draft", writer, inline=False)
     if plan.fp32_graph == "whole":
         with progress.step("validate fp32 graph against PyTorch"):
-            validation["fp32"] = {**validate_fp32(path, decoder, cases, references()), **plan.describe()}
+            validation["fp32"] = {**validate_fp32(path, decoder, cases, references()), **plan.describe("fp32")}
     result: tuple[Any, Any, Any] = (None, None, None)
     if scheme == "int4":
         with progress.step(f"calibrate on text sampled from the {draft} graph"):
