@@ -50,8 +50,13 @@ def quantize(w: np.ndarray, bits: int, block_size: int = 32, method: str = "rtn"
     if method not in ("rtn", "searched"):
         raise ValueError(f"method must be 'rtn' or 'searched', got {method!r}")
     blocks = _blocks(np.asarray(w, np.float32), block_size)  # (N, k_blocks, block)
-    if method == "rtn":
-        scale, zero = _rtn(blocks, 2**bits - 1)
+    if method == "rtn":  # compiled (quant_kernels.rtn_blocks): min and max (with 0) map to the end codes
+        from .quant_kernels import rtn_blocks
+
+        n, k_blocks, _ = blocks.shape
+        codes, scale, zero = rtn_blocks(np.ascontiguousarray(blocks).reshape(-1, block_size), 2**bits - 1)
+        return pack(codes.reshape(blocks.shape), scale.reshape(n, k_blocks), zero.reshape(n, k_blocks), bits,
+                    block_size, w.shape[1])  # fmt: skip
     else:
         scale, zero = search_scale_zero(blocks, 2**bits - 1, _block_weights(importance, w.shape[1], block_size))
     codes = block_codes(blocks, scale, zero, 2**bits - 1)
@@ -70,13 +75,6 @@ def _block_weights(importance: np.ndarray | None, k: int, block_size: int) -> np
     # subtle: a floor keeps every weight fitted (a channel the calibration never drove still gets a code)
     weights = (scaled + 1e-6).astype(np.float32)[None, :]  # (1, K)
     return _blocks(weights, block_size)  # padding channels weigh 0: their codes do not matter
-
-
-def _rtn(blocks: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.minimum(blocks.min(axis=2), 0.0)  # zero stays exact (padding, pruned weights)
-    hi = np.maximum(blocks.max(axis=2), 0.0)
-    scale = _nonzero((hi - lo) / top)
-    return scale, np.clip(np.round(-lo / scale), 0, top)
 
 
 def search_scale_zero(blocks: np.ndarray, top: int, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,8 +14,8 @@ head_size) buffer per layer that the runtime binds as both past and present; row
 rotary positions and windows count real tokens only.
 Weights come from a `Weights` reader and go through a `precision` writer: `FloatPrecision` here (fp32 MatMuls),
 or the quantizing one of `stream_quantize.py`, so a layer's weights are read, written and dropped before the
-next. `FusedDecoder` can also build a slice of layers between `hidden` tensors (the per-layer calibration).
-This file does not run, validate or quantize the graph.
+next. `linear_inputs` names each weight's input tensor, which calibration measures. This file does not run,
+validate or quantize the graph.
 """
 
 from __future__ import annotations
@@ -51,13 +51,11 @@ class FloatPrecision:
 
 
 class FusedDecoder:
-    """Writes one family's fused graph into `g`: inputs, then layers in order, then the head or a hidden output."""
+    """Writes one family's fused graph into `g`: the embeddings, then layers in order, then the head."""
 
-    def __init__(self, recipe: DecoderRecipe, weights: Weights, g: GraphBuilder, precision: Any = None,
-                 positions: int | None = None):  # fmt: skip
+    def __init__(self, recipe: DecoderRecipe, weights: Weights, g: GraphBuilder, precision: Any = None):
         self.recipe, self.weights, self.g = recipe, weights, g
         self.precision = precision or FloatPrecision()
-        self.positions = positions or recipe.context_length  # rows of the rotary tables
         self.linear_inputs: dict[str, str] = {}  # node name -> the tensor it multiplies (calibration reads them)
         self.carry: str | None = None  # the last branch's output, not yet added to the residual
         self.residual = ""
@@ -69,7 +67,7 @@ class FusedDecoder:
     # inputs and outputs
 
     def embed(self) -> str:
-        """input_ids -> the scaled embeddings (the residual stream)."""
+        """input_ids -> the scaled embeddings (the residual stream); returns the input's name."""
         ids = self.g.input("input_ids", np.int64, ["batch", "sequence"])
         hidden = self.precision.embedding(self.g, ids, self.weights.get("model.embed_tokens.weight"))
         if self.recipe.embed_scale != 1.0:
@@ -77,23 +75,6 @@ class FusedDecoder:
             hidden = self.g.one("Mul", [hidden, scale], name="embed_scaled")
         self.residual, self.carry = hidden, None
         return ids
-
-    def hidden_input(self) -> str:
-        """A `hidden` (batch, sequence, hidden) input instead of the embeddings (a slice of layers)."""
-        self.residual = self.g.input("hidden", np.float32, ["batch", "sequence", self.recipe.hidden])
-        self.carry = None
-        return self.residual
-
-    def hidden_output(self) -> str:
-        """The residual stream after the layers as output `hidden_out`."""
-        self.g.node("Identity", [self._stream()], ["hidden_out"], name="hidden_out")
-        return self.g.output("hidden_out", np.float32, ["batch", "sequence", self.recipe.hidden])
-
-    def final_norm_output(self) -> str:
-        """The final norm of every position as output `normed` (the LM head's input, for calibration)."""
-        normed = self._final_norm(self._stream())
-        self.g.node("Identity", [normed], ["normed"], name="normed_out")
-        return self.g.output("normed", np.float32, ["batch", "sequence", self.recipe.hidden])
 
     def head(self) -> tuple[str, str]:
         """Final norm and LM head at `last_index` only; returns (last_index input, logits output)."""
@@ -281,7 +262,7 @@ class FusedDecoder:
 
     def _rotary(self, table: str) -> tuple[str, str]:
         if table not in self._tables:
-            cos, sin = rotary_tables(self.recipe.rotary_configs[table], self.recipe.head_size, self.positions)
+            cos, sin = rotary_tables(self.recipe.rotary_configs[table], self.recipe.head_size, self.recipe.context_length)
             suffix = "" if table == "default" else f".{table}"
             self._tables[table] = (self.g.constant(f"rotary.cos{suffix}", cos), self.g.constant(f"rotary.sin{suffix}", sin))
         return self._tables[table]

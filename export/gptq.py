@@ -7,18 +7,21 @@ from the calibration is the (K, K) Gram matrix H = X^T X / positions (`calibrate
 `block_size` channels gets its scale and zero point when GPTQ reaches it, from the weights as they are then
 (the importance-weighted search of `blockwise.py`, with diag(H) as the importance), so the result packs into the
 same MatMulNBits layout as any other blockwise weight. The quantizer uses it for the LM head only: on every
-layer it made SmolLM2's perplexity worse (docs/quantization.md). Pure numpy; this file knows nothing of graphs.
+layer it made SmolLM2's perplexity worse (docs/quantization.md). The channel loop runs compiled
+(quant_kernels.gptq_search, gptq_round); this file knows nothing of graphs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .blockwise import Blockwise, block_codes, pack, search_scale_zero
+from .blockwise import REFINE_STEPS, SHIFTS, SHRINKS, Blockwise, pack
+from .quant_kernels import gptq_round, gptq_search
 
 # fraction of H's mean diagonal added to its diagonal; the reference's 0.01 fits a few thousand calibration
 # positions too closely (docs/quantization.md)
 DAMPING = 0.3
+GROUP = 256  # channels whose errors are applied to the later channels in one matrix product
 
 
 def gptq(w: np.ndarray, gram: np.ndarray, bits: int, block_size: int,
@@ -33,28 +36,28 @@ def gptq(w: np.ndarray, gram: np.ndarray, bits: int, block_size: int,
         raise ValueError(f"GPTQ needs whole blocks: K={k} is not a multiple of the block size {block_size}")
     spread, importance, dead = factors if factors is not None else gptq_factors(gram)
     top = 2**bits - 1
-    weight = np.array(w, np.float32)  # (N, K), updated in place as channels are quantized
-    weight[:, dead] = 0.0
-
+    columns = np.array(w.T, np.float32)  # (K, N): channel-major, updated in place as channels are quantized
+    columns[dead, :] = 0.0
     k_blocks = k // block_size
     codes = np.empty((n, k_blocks, block_size), np.float32)
     scales = np.empty((n, k_blocks), np.float32)
     zeros = np.empty((n, k_blocks), np.float32)
-    for b in range(k_blocks):
-        lo, hi = b * block_size, (b + 1) * block_size
-        block = weight[:, lo:hi]  # (N, block): a view, updated channel by channel below
-        weights = importance[None, None, lo:hi] / max(float(importance[lo:hi].mean()), 1e-12)
-        scale, zero = search_scale_zero(block[:, None, :].copy(), top, weights)  # (N, 1) each, from the weights as they are now
-        scales[:, b], zeros[:, b] = scale[:, 0], zero[:, 0]
-        errors = np.empty((n, block_size), np.float32)
-        for j in range(block_size):
-            column = block[:, j]
-            code = block_codes(column[:, None, None], scale, zero, top)[:, 0, 0]
-            codes[:, b, j] = code
-            error = (column - (code - zero[:, 0]) * scale[:, 0]) / spread[lo + j, lo + j]
-            block[:, j + 1 :] -= np.outer(error, spread[lo + j, lo + j + 1 : hi])
-            errors[:, j] = error
-        weight[:, hi:] -= errors @ spread[lo:hi, hi:]  # the block's errors onto every later channel at once
+    shrinks, shifts = np.array(SHRINKS, np.float32), np.array(SHIFTS, np.float32)
+    for start in range(0, k, GROUP):  # lazy batches (the GPTQ paper's): later channels are updated once per group
+        end = min(k, start + GROUP)
+        errors = np.empty((end - start, n), np.float32)
+        for lo in range(start, end, block_size):
+            hi, b = lo + block_size, lo // block_size
+            weights = importance[lo:hi] / max(float(importance[lo:hi].mean()), 1e-12)  # the block's error weights
+            # its scale and zero point from the rows as they are now, then its channels in order, each error
+            # spread to the block's later channels (compiled)
+            scale, zero = gptq_search(columns, lo, block_size, weights, shrinks, shifts, REFINE_STEPS, top)
+            block_codes, errors[lo - start : hi - start] = gptq_round(columns, lo, block_size, spread, scale, zero, top)
+            codes[:, b, :], scales[:, b], zeros[:, b] = block_codes.T, scale, zero
+            if hi < end:  # the block's errors onto the rest of its group
+                columns[hi:end] -= spread[lo:hi, hi:end].T @ errors[lo - start : hi - start]
+        if end < k:  # the group's errors onto every later channel at once
+            columns[end:] -= spread[start:end, end:].T @ errors
     return pack(codes, scales, zeros, bits, block_size, k)
 
 
@@ -68,5 +71,5 @@ def gptq_factors(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     h[dead, dead] = 1.0
     h[np.diag_indices(k)] += DAMPING * np.mean(np.diag(h))
     # upper Cholesky factor U of H^-1 (H^-1 = U^T U): row j holds how channel j's error spreads to later ones
-    spread = np.linalg.cholesky(np.linalg.inv(h)).T.astype(np.float32)  # (K, K)
+    spread = np.ascontiguousarray(np.linalg.cholesky(np.linalg.inv(h)).T, np.float32)  # (K, K)
     return spread, np.diag(h).astype(np.float32), dead

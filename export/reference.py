@@ -32,11 +32,13 @@ class ValidationPlan:
     reference: str  # "float32" | "bfloat16" | "truncated": what the exported graph is measured against
     layers: tuple[int, ...]  # the checkpoint's layers in the truncated copy
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, check: str = "exported") -> dict[str, Any]:
+        """The manifest's note for the fp32 check (`check="fp32"`) or for the exported precision's measurement."""
         names = {"float32": "the whole model in PyTorch fp32", "bfloat16": "the whole model in PyTorch bf16",
                  "truncated": "a truncated copy in PyTorch fp32"}  # fmt: skip
-        note: dict[str, Any] = {"reference": names[self.reference]}
-        if "truncated" in (self.fp32_graph, self.reference):
+        reference = self.reference if check != "fp32" else "float32" if self.fp32_graph == "whole" else "truncated"
+        note: dict[str, Any] = {"reference": names[reference]}
+        if reference == "truncated":
             note["truncated_layers"] = list(self.layers)
         return note
 

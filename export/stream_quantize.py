@@ -5,7 +5,7 @@
 embeddings), so the graph and the manifest's description are the ones the in-memory quantizer would give, but
 it never holds more than the weight at hand: a weight is quantized in chunks of rows (rows are independent, for
 GPTQ too given the Gram matrix) and its codes go straight to the tensor store.
-int4 needs the calibration's statistics first (`layer_calibration.py`): each layer weight's input importance,
+int4 needs the calibration's statistics first (`draft_calibration.py`): each layer weight's input importance,
 and the LM head input's Gram matrix. This file does not calibrate or validate.
 """
 
@@ -31,8 +31,9 @@ class QuantizedPrecision:
     share_tied_head = False
 
     def __init__(self, scheme: str, importance: dict[str, np.ndarray] | None = None,
-                 head_gram: np.ndarray | None = None):  # fmt: skip
+                 head_gram: np.ndarray | None = None, draft_bits: int | None = None):  # fmt: skip
         self.scheme = scheme
+        self.draft_bits = draft_bits  # a draft graph: every weight round-to-nearest at these bits, fast
         self.importance = importance if importance is not None else {}  # node -> (K,) mean square input
         self.head_gram = head_gram  # (K, K) of the LM head's input, for GPTQ
         self.plan: dict[str, tuple[int, str]] = {}  # node -> (bits, method), in graph order
@@ -44,7 +45,10 @@ class QuantizedPrecision:
 
     def linear(self, g: GraphBuilder, x: str, name: str, weight: np.ndarray, bias: np.ndarray | None) -> str:
         """x @ weight.T (+ bias) for a (N, K) weight, as a MatMulNBits node named `{name}_Q{bits}`."""
-        bits, method = self.plan[name] = bits_for(name, HEAD, self.scheme, self.calibrated(name))
+        if self.draft_bits is not None:
+            bits, method = self.plan[name] = self.draft_bits, "rtn"
+        else:
+            bits, method = self.plan[name] = bits_for(name, HEAD, self.scheme, self.calibrated(name))
         n, k = weight.shape
         block = self.blocks[name] = block_size_for(bits, k, method)
         q = self.quantize(weight, bits, block, method, name)
@@ -83,7 +87,7 @@ class QuantizedPrecision:
 
     def _chunked(self, weight: np.ndarray, fn: Any) -> Blockwise:
         """`fn` over chunks of rows, one after the other: the searched codes use every core inside each chunk
-        (search_kernel.py), and its compiled kernel must not be entered from two threads at once."""
+        (quant_kernels.py), and its compiled kernels must not be entered from two threads at once."""
         rows = max(1, CHUNK_ELEMENTS // weight.shape[1])
         parts = [fn(weight[start : start + rows]) for start in range(0, weight.shape[0], rows)]
         first = parts[0]

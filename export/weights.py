@@ -170,32 +170,6 @@ class StateDictWeights(Weights):
         return self._state[name].detach().float().numpy()
 
 
-class CachedLayer(Weights):
-    """A view of `weights` that keeps what it read until `forget()`: one layer read once for two uses."""
-
-    def __init__(self, weights: Weights):
-        self.weights = weights
-        self.stored_bytes = weights.stored_bytes
-        self._kept: dict[str, np.ndarray] = {}
-
-    def names(self) -> list[str]:
-        return self.weights.names()
-
-    def has(self, name: str) -> bool:
-        return self.weights.has(name)
-
-    def parameter_count(self) -> int:
-        return self.weights.parameter_count()
-
-    def get(self, name: str) -> np.ndarray:
-        if name not in self._kept:
-            self._kept[name] = self.weights.get(name)
-        return self._kept[name]
-
-    def forget(self) -> None:
-        self._kept.clear()
-
-
 def _gguf_name_map(config: Any) -> dict[str, str]:
     """llama.cpp tensor name -> transformers name, from a model built on the meta device (no memory)."""
     import torch
