@@ -23,6 +23,11 @@ from .request import Done, Forward, GenerateResult, Prefill, Request, Rewind, St
 from .sampling import greedy_tokens, sample_tokens, token_logprobs
 
 DEFAULT_NGRAM = 2  # transformers: `max_matching_ngram_size or 2`
+# pacing (docs/lookup.md): a draft is checked only while the share of drafts whose first token the model picks
+# (a moving average, weight ADAPT per draft) stays at least GATE: a position more in a run costs about 0.2-0.4
+# of a step on this CPU, so a draft that is usually wrong would make decoding slower than without lookup
+ADAPT = 0.3
+GATE = 0.4
 
 
 def draft(
@@ -74,19 +79,48 @@ def _allowed(seq: np.ndarray, chosen: np.ndarray, banning: list[Processor], voca
     return len(chosen)
 
 
+class Pacing:
+    """How much of the next draft to check, from how the request's earlier drafts fared; depends on the tokens
+    only, so a request's model calls (and its answer) are the same in `generate()` and the engine.
+
+    The length: as transformers' "heuristic" schedule of assistant models (`AssistedCandidateGenerator.
+    update_candidate_strategy`), two more after a draft kept whole, one fewer otherwise, within [1, most]. The gate:
+    the moving share of drafts whose first token the model picked, counting drafts that were not checked (the
+    model's next token tells whether it would have been kept), so a request that stopped checking starts again
+    when its drafts turn right.
+    """
+
+    def __init__(self, most: int):
+        self.most, self.length, self.hits = most, most, 1.0
+
+    def limit(self) -> int:
+        """The most drafted tokens to check now; 0 = take a plain step."""
+        return self.length if self.hits >= GATE else 0
+
+    def record(self, first_kept: bool, checked: int = 0, kept: int = 0) -> None:
+        """A draft's outcome: whether its first token was the model's; of a checked one, how many were kept."""
+        self.hits = (1 - ADAPT) * self.hits + ADAPT * first_kept
+        if checked:
+            self.length = min(self.most, self.length + 2) if kept == checked else max(1, self.length - 1)
+
+
 def lookup_calls(request: Request):
     """The coroutine of one prompt-lookup generation (one prompt; greedy or sampling per `request.config`)."""
     config, input_ids = request.config, request.input_ids
     prompt_len, max_length = request.prompt_len, request.max_length
     chain = build_processors(config, prompt_len)
-    # only the processors that forbid tokens vet a draft: top-p over a row of ones would cut it at random
-    banning = build_processors(config.replace(do_sample=False, renormalize_logits=False), prompt_len)
+    # only the processors that can forbid a token vet a draft (penalties never do, and top-p over a row of ones
+    # would cut it at random)
+    banning = build_processors(config.replace(do_sample=False, renormalize_logits=False, repetition_penalty=1.0,
+                                              presence_penalty=0.0, frequency_penalty=0.0), prompt_len)  # fmt: skip
     eos = np.asarray(config.eos_token_id, dtype=np.int64)  # (n_eos,)
     num_tokens, ngram = config.prompt_lookup_num_tokens, config.max_matching_ngram_size or DEFAULT_NGRAM
 
     logits = yield Prefill(input_ids, request.attention_mask)  # (1, vocab)
     positions = np.asarray(logits)[:, None, :]  # (1, 1 + drafted, vocab): the logits after each fed position
     drafted = np.zeros(0, np.int64)  # the tokens fed after the last one, to be checked
+    unchecked = drafted  # a draft found but not checked this round (Pacing), to learn whether it was right
+    pacing = Pacing(num_tokens)
     ids = np.empty((1, max_length), dtype=np.int64)  # (1, max_length), filled as we go
     ids[:, :prompt_len] = input_ids
     cur_len = prompt_len
@@ -104,6 +138,10 @@ def lookup_calls(request: Request):
             if finished or cur_len >= max_length or i == len(drafted) or tokens[0] != drafted[i]:
                 break
         rejected = len(drafted) - (len(steps) - 1)  # drafts fed after the last kept one
+        if len(drafted):
+            pacing.record(len(steps) > 1, len(drafted), len(drafted) - rejected)
+        elif len(unchecked):
+            pacing.record(bool(steps[0].tokens[0] == unchecked[0]))
         if rejected:
             yield Rewind(rejected)  # the cache holds every kept token but the last, as after a plain step
         for step in steps:
@@ -112,7 +150,8 @@ def lookup_calls(request: Request):
         if finished or cur_len >= max_length:
             break
         last = ids[:, cur_len - 1]  # (1,)
-        drafted = draft(ids[0, :cur_len], num_tokens, ngram, max_length, eos, banning, raw.shape[-1])
+        found = draft(ids[0, :cur_len], num_tokens, ngram, max_length, eos, banning, raw.shape[-1])
+        drafted, unchecked = found[: pacing.limit()], found
         if len(drafted):
             positions = yield Verify(np.concatenate([last, drafted])[None, :])  # (1, 1 + drafted, vocab)
         else:

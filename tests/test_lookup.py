@@ -178,10 +178,12 @@ def torch_model(name):
 @pytest.mark.parametrize("k", [2, 10])
 def test_tiny_models_give_plain_greedy_and_transformers_lookup(name, prompt, k):
     ids, mask = np.array([prompt]), np.ones((1, len(prompt)), np.int64)
-    config = GenerationConfig(max_new_tokens=24, prompt_lookup_num_tokens=k)
+    eos = (127,)  # transformers' lookup needs an EOS id; both sides stop at it alike
+    config = GenerationConfig(max_new_tokens=24, prompt_lookup_num_tokens=k, eos_token_id=eos)
     ours = finish(drive(TorchState(torch_model(name)), calls(Request.resolve(ids, mask, config))))
-    plain, _ = hf_generate(torch_model(name), ids, mask, do_sample=False, max_new_tokens=24)
-    theirs, _ = hf_generate(torch_model(name), ids, mask, do_sample=False, max_new_tokens=24, prompt_lookup_num_tokens=k)
+    plain, _ = hf_generate(torch_model(name), ids, mask, do_sample=False, max_new_tokens=24, eos_token_id=eos)
+    theirs, _ = hf_generate(torch_model(name), ids, mask, do_sample=False, max_new_tokens=24, eos_token_id=eos,
+                            prompt_lookup_num_tokens=k)  # fmt: skip
     np.testing.assert_array_equal(ours.sequences, plain)
     np.testing.assert_array_equal(ours.sequences, theirs[:, : plain.shape[1]])  # transformers may pass max_length
 
@@ -191,7 +193,7 @@ def llama(tiny_llama_export):
     return mr.load(tiny_llama_export)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama_export", "tiny_gpt2_export", "tiny_qwen2_export"])
+@pytest.mark.parametrize("fixture", ["tiny_llama_export", "tiny_gpt2_export", "tiny_qwen2_export", "tiny_t5_export"])
 @pytest.mark.parametrize("options", [dict(), dict(eos_token_id=[9], repetition_penalty=1.2), dict(do_sample=True, seed=3, top_k=20)],
                          ids=["plain", "eos,penalty", "sampling"])  # fmt: skip
 def test_onnx_exports_give_the_plain_search(request, fixture, options):
