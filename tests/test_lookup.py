@@ -318,3 +318,18 @@ def test_served_lookup_answer_equals_generate(tiny_llama_export, llama, tmp_path
     assert status == 200, reply
     expected = llama.generate([GROUNDED[1]], max_new_tokens=20)[0, len(GROUNDED[1]) :]
     assert reply["choices"][0]["text"] == llama.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_pacing_stops_checking_drafts_that_are_usually_wrong_and_starts_again():
+    from memgpt_runtime.lookup import Pacing
+
+    pacing = Pacing(10)
+    assert pacing.limit() == 10
+    for _ in range(3):
+        pacing.record(False, checked=10, kept=0)
+    assert pacing.limit() == 0  # three wrong drafts in a row: plain steps
+    pacing.record(True)  # a draft that was not checked would have been right
+    assert pacing.limit() == 7  # one fewer per partly kept draft
+    pacing.record(True, checked=7, kept=7)
+    assert pacing.limit() == 9
+
