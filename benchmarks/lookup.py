@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-torch", action="store_true", help="memgpt only")
-    parser.add_argument("--only", help="comma-separated prompt names (default all)")
+    parser.add_argument("--only", help="comma-separated prompt names, run in this order (default all)")
     parser.add_argument("--out", type=Path, help="write the raw runs and the summary as JSON here")
     args = parser.parse_args(argv)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -207,24 +207,23 @@ def main(argv: list[str] | None = None) -> int:
         engines["pytorch fp32 lookup"] = Transformers(hf, args.threads, args.lookup, eos)
     table = grounded_prompts()
     if args.only:
-        table = {k: v for k, v in table.items() if k in args.only.split(",")}
+        table = {k: table[k] for k in args.only.split(",")}
     inputs = {name: reference.chat_ids(message) for name, (_, message) in table.items()}
 
     for engine in engines.values():  # warmup, not kept: the first runs of a session allocate
         engine.run(inputs[next(iter(table))], 8)
-    runs: dict[str, dict[str, list[dict]]] = {e: {p: [] for p in table} for e in engines}
-    for r in range(args.repeats):
-        for name in table:
+    runs: dict[str, dict[str, list[dict]]] = {e: {} for e in engines}
+    loads = []
+    for name in table:  # prompt after prompt, so that a run cut short still reports the prompts it finished
+        for r in range(args.repeats):
             for engine in interleave.order(list(engines), r):
-                runs[engine][name].append(engines[engine].run(inputs[name], args.new_tokens))
+                runs[engine].setdefault(name, []).append(engines[engine].run(inputs[name], args.new_tokens))
                 time.sleep(interleave.SETTLE_SECONDS)
-            print(f"round {r}, {name} done; load average {os.getloadavg()[0]:.2f}", flush=True)
-
-    summary = summarize(runs, table, inputs)
-    print(markdown(summary, args))
-    if args.out:
-        args.out.write_text(json.dumps({"summary": summary, "runs": runs, "prompts": {k: len(v) for k, v in inputs.items()},
-                                        "load_average": os.getloadavg()}, indent=1))  # fmt: skip
+        loads.append(os.getloadavg()[0])
+        summary = summarize(runs, table, inputs)
+        print(f"{name} done; load average {loads[-1]:.2f}\n" + markdown(summary, args), flush=True)
+        if args.out:
+            args.out.write_text(json.dumps({"summary": summary, "runs": runs, "load_averages": loads}, indent=1))
     return 0
 
 
@@ -249,7 +248,7 @@ def summarize(runs: dict, table: dict, inputs: dict) -> dict:
 
 def markdown(summary: dict, args) -> str:
     lines = [f"K = {args.lookup}, greedy, up to {args.new_tokens} new tokens, {args.threads} threads, "
-             f"medians of {args.repeats} rounds; load average at the end {os.getloadavg()[0]:.1f}", "",
+             f"medians of {args.repeats} rounds; load average now {os.getloadavg()[0]:.1f}", "",
              "| engine | prompt | kind | prompt tokens | new tokens | decode tokens/s | x without lookup | tokens per call | drafts kept | answer differs from token |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for key, row in summary.items():
