@@ -56,6 +56,9 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bad-words-ids", type=_token_lists, help="token sequences never to generate, as JSON: '[[5], [7, 8]]'")
     g.add_argument("--decoder-start-token-id", type=int, help="encoder-decoder models: the decoder's first token")
     g.add_argument("--renormalize-logits", action="store_const", const=True, help="log-softmax the scores after the processors")
+    g.add_argument("--prompt-lookup-num-tokens", type=int, metavar="K",
+                   help="draft K tokens from the prompt and check them in one run (greedy or sampling, one prompt)")
+    g.add_argument("--max-matching-ngram-size", type=int, metavar="N", help="prompt lookup: the longest n-gram matched (default 2)")
     parser.add_argument("--threads", type=thread_count, help=f"onnxruntime threads, 1 to {os.cpu_count()} (default: one per physical core)")
 
 
@@ -83,7 +86,8 @@ def generation_options(args: argparse.Namespace) -> dict:
         "max_new_tokens", "max_length", "min_new_tokens", "min_length", "do_sample", "temperature", "top_k",
         "top_p", "seed", "num_beams", "length_penalty", "num_return_sequences", "no_repeat_ngram_size",
         "repetition_penalty", "eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id",
-        "bad_words_ids", "decoder_start_token_id", "renormalize_logits",
+        "bad_words_ids", "decoder_start_token_id", "renormalize_logits", "prompt_lookup_num_tokens",
+        "max_matching_ngram_size",
     ]  # fmt: skip
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.early_stopping is not None:

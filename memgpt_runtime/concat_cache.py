@@ -84,6 +84,33 @@ class ConcatCache:
         self._run(ids, mask, positions.reshape(rows, 1), logits)
         return logits[:, 0, :]
 
+    def verify(self, tokens: np.ndarray) -> np.ndarray:
+        """(rows, n) new tokens in one run -> (rows, n, vocab) logits of each; the masks grow by n real positions."""
+        rows, length = self.rows, self.length
+        n = tokens.shape[1]
+        if length + n > self._max_length:
+            raise ValueError(f"the cache holds at most {self._max_length} positions")
+        other = 1 - self._current
+        mask = self._mask(other, length + n)
+        mask[:, :length] = self._mask(self._current, length)
+        mask[:, length:] = 1
+        self._current = other
+        positions = self._positions[:rows, None] + np.arange(1, n + 1)  # (rows, n)
+        self._positions[:rows] += n
+        logits = np.empty((rows, n, self._vocab), np.float32)
+        self._run(np.ascontiguousarray(tokens, np.int64), mask, positions, logits)
+        return logits
+
+    def rewind(self, count: int) -> None:
+        """Every row forgets its last `count` positions: cache and mask are copied, shorter, into the other buffers."""
+        rows, keep = self.rows, self.length - count
+        other = 1 - self._current
+        for index in range(len(self._past_names)):
+            self._cache(other, index, keep)[:] = self._cache(self._current, index, self.length)[:, :, :keep]
+        self._mask(other, keep)[:] = self._mask(self._current, self.length)[:, :keep]
+        self._positions[:rows] -= count
+        self._current, self.length = other, keep
+
     def select(self, rows: np.ndarray) -> None:
         """Row i becomes old row rows[i]: expands, reorders or drops rows of the cache, mask and positions."""
         rows = np.asarray(rows, np.int64)

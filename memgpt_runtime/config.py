@@ -47,6 +47,8 @@ class GenerationConfig:
     renormalize_logits: bool = False  # log-softmax the scores again after every processor; False = off
     return_dict_in_generate: bool = False  # True = also return the beam scores (sequences_scores)
     logprobs: int | None = None  # >= 0: each Step carries its tokens' log-probabilities and this many top ones; None = off
+    prompt_lookup_num_tokens: int | None = None  # >= 1 tokens drafted from the sequence itself, checked in one run; None = off
+    max_matching_ngram_size: int | None = None  # >= 1, the longest n-gram looked up to draft; None = 2 (transformers)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # numpy scalars (np.int64(5), np.float32(0.7)) count as the Python values they hold
@@ -82,6 +84,8 @@ class GenerationConfig:
         _check_float(self, "presence_penalty", low=-2.0, high=2.0)
         _check_float(self, "frequency_penalty", low=-2.0, high=2.0)
         _check_int(self, "logprobs", 0, optional=True)
+        _check_int(self, "prompt_lookup_num_tokens", 1, optional=True)
+        _check_int(self, "max_matching_ngram_size", 1, optional=True)
         _check_int(self, "pad_token_id", 0, optional=True)
         _check_int(self, "forced_bos_token_id", 0, optional=True)
         _check_int(self, "decoder_start_token_id", 0, optional=True)
@@ -105,6 +109,12 @@ class GenerationConfig:
             raise UsageError("do_sample with num_beams > 1 (beam sampling) is not supported; use one or the other")
         if self.logprobs is not None and self.num_beams > 1:
             raise UsageError("logprobs needs num_beams=1: beam search decides its tokens only at the end")
+        if self.prompt_lookup_num_tokens is not None and self.num_beams > 1:
+            raise UsageError("prompt_lookup_num_tokens needs num_beams=1 (greedy or sampling); beam search cannot check drafted tokens")
+        if self.prompt_lookup_num_tokens is not None and self.num_return_sequences > 1:
+            raise UsageError(
+                f"num_return_sequences must be 1 with prompt_lookup_num_tokens (as transformers), got {self.num_return_sequences}"
+            )
         if self.num_beams == 1 and not self.do_sample and self.num_return_sequences > 1:
             raise UsageError(
                 f"num_return_sequences must be 1 for greedy search, got {self.num_return_sequences}; "

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import MemgptError, PromptTooLongError, UsageError
 from .prefix_store import PrefixStore
-from .request import Done, Forward, GenerateResult, Request, Select, Step
+from .request import Done, Forward, GenerateResult, Request, Rewind, Select, Step, Verify
 from .scheduler import QueueFull, Scheduler, Ticket, chunk_bounds
 from .search import calls, drive
 from .session import physical_memory
@@ -139,7 +139,7 @@ class _Running:
     prompt: np.ndarray  # (prompt_len,) int64
     request: Request
     cross: Any = None  # an encoder-decoder's cross attention (models run one at a time)
-    pending: Any = None  # the model call the search waits for: Prefill or Forward
+    pending: Any = None  # the model call the search waits for: Prefill, Forward or Verify
     rows: int = 0  # slots in use (grows when a prompt row is expanded to beams or copies)
     reuse_prefix: bool = False
 
@@ -258,11 +258,18 @@ class Engine:
         self._fail_all(EngineClosed("the engine was closed before the request finished"))
 
     def _iteration(self) -> None:
-        """One prompt chunk (the oldest request still prefilling), then one decode step of every decoding request."""
+        """One prompt chunk (the oldest request still prefilling), one run per prompt-lookup request checking its
+        draft, then one decode step of every request that asks for one token."""
         group = self._scheduler.prefill_group(self.lm.session.prefill_chunk)
         if group:
             self._prefill(group)
-        decoding = [t for t in self._scheduler.decoding() if isinstance(t.payload.pending, Forward)]
+        running = self._scheduler.decoding()
+        decoding = [t for t in running if isinstance(t.payload.pending, Forward)]
+        # subtle: GroupQueryAttention takes several positions over a past for one row at a time, so each draft
+        # runs alone; a request that gets a Forward from it decodes with the others at the next iteration
+        for t in running:
+            if isinstance(t.payload.pending, Verify):
+                self._advance(t, self._slots.verify(t.start, t.payload.pending.tokens[0])[None])
         if not decoding:
             return
         high = self._scheduler.high_water()
@@ -325,7 +332,10 @@ class Engine:
                     rows = np.asarray(event.rows, np.int64)
                     self._slots.copy(ticket.start + np.arange(len(rows)), ticket.start + rows)
                     run.rows = len(rows)
-                elif isinstance(event, Forward):
+                elif isinstance(event, Rewind):
+                    for slot in range(ticket.start, ticket.start + run.rows):
+                        self._slots.truncate(slot, int(self._slots.lengths[slot]) - event.count)
+                elif isinstance(event, (Forward, Verify)):
                     run.pending = event
                     return
                 elif isinstance(event, Step):

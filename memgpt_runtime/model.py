@@ -102,6 +102,12 @@ class LanguageModel:
         """A call's `Request` (ids, mask, a config with a concrete max_length, rng), checked, and for an
         encoder-decoder model the encoder's cross attention of its sources (the encoder runs here)."""
         config = self.generation_config(**options)
+        graph = self.manifest.graph
+        if config.prompt_lookup_num_tokens is not None and self.manifest.kv_cache.layout == "shared" and graph.all_positions is None:
+            raise UsageError(
+                "prompt_lookup_num_tokens needs a graph that returns the logits of every position; "
+                "re-export the model with this version of memgpt export"
+            )
         cross = None
         if self.encoder is None:
             ids, mask = self._prepare_inputs(input_ids, attention_mask, config, side="left")

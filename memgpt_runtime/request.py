@@ -1,5 +1,5 @@
 """What a search takes and gives: the resolved `Request`, the model calls it asks for (`Prefill`, `Select`,
-`Forward`), the `Step` and `Done` events, the `GenerateResult`.
+`Forward`, and for prompt lookup `Verify` and `Rewind`), the `Step` and `Done` events, the `GenerateResult`.
 
 `resolve_length` is the one place the length policy lives (max_new_tokens, max_length, the default, the
 model's context). The search that consumes a request is `search.py`/`beam.py`; turning a caller's ids and
@@ -69,6 +69,10 @@ class Request:
             raise UsageError("the request's config needs a concrete max_length: build it with Request.resolve")
         if self.config.max_length <= ids.shape[1]:
             raise UsageError(f"max_length ({self.config.max_length}) leaves no room after the {ids.shape[1]}-token prompt")
+        if self.config.prompt_lookup_num_tokens is not None and ids.shape[0] > 1:
+            raise UsageError(
+                f"prompt_lookup_num_tokens takes one prompt at a time (as transformers), got a batch of {ids.shape[0]}"
+            )
         if self.config.do_sample and self.rng is None:
             raise UsageError("do_sample needs a random generator: pass rng=np.random.default_rng(config.seed)")
 
@@ -135,6 +139,21 @@ class Forward:
     """A model call a search asks for: one token more in every row; the reply is the (rows, vocab) logits."""
 
     tokens: np.ndarray  # (rows,) int64
+
+
+@dataclass(frozen=True)
+class Verify:
+    """A model call of prompt lookup: `n` more positions in every row at once; the reply is the (rows, n, vocab)
+    logits of every one of them (the last fed token's, then each drafted token's)."""
+
+    tokens: np.ndarray  # (rows, n) int64: the row's last token, then its drafted tokens
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """A cache operation of prompt lookup: every row forgets its last `count` positions (rejected drafts). No reply."""
+
+    count: int  # >= 1
 
 
 @dataclass(frozen=True)

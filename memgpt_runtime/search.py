@@ -18,26 +18,30 @@ import numpy as np
 
 from .beam import beam_calls
 from .config import GenerationConfig
+from .lookup import lookup_calls
 from .processors import apply_processors, build_processors
-from .request import Done, Forward, GenerateResult, Prefill, Request, Select, Step
+from .request import Done, Forward, GenerateResult, Prefill, Request, Rewind, Select, Step, Verify
 from .sampling import greedy_tokens, sample_tokens, token_logprobs
 from .state import DecoderState
 
 __all__ = ["DecoderState", "Done", "GenerateResult", "Request", "Step", "calls", "drive", "finish", "generate_ids",
            "search"]  # fmt: skip
 
-Call = Prefill | Select | Forward
+Call = Prefill | Select | Forward | Verify | Rewind
 Calls = Generator["Call | Step | Done", "np.ndarray | None", None]
 
 
 def calls(request: Request) -> Calls:
-    """The coroutine of one generation: greedy, sampling or beam search per `request.config`.
+    """The coroutine of one generation: greedy, sampling or beam search per `request.config`, with prompt lookup
+    when `prompt_lookup_num_tokens` is set (`lookup.py`).
 
-    Send None to start it and after every event but `Prefill` and `Forward`, whose reply is the (rows, vocab)
-    logits of the call.
+    Send None to start it and after every event but `Prefill`, `Forward` and `Verify`, whose reply is the
+    (rows, vocab) logits of the call ((rows, n, vocab) for `Verify`).
     """
     if request.config.num_beams > 1:
         return beam_calls(request)
+    if request.config.prompt_lookup_num_tokens is not None:
+        return lookup_calls(request)
     return _greedy_or_sample(request)
 
 
@@ -55,8 +59,13 @@ def drive(state: DecoderState, steps: Calls) -> Generator[Step | Done, None, Non
                 reply = state.prefill(event.input_ids, event.attention_mask)
             elif isinstance(event, Forward):
                 reply = state.step(event.tokens)
+            elif isinstance(event, Verify):
+                reply = state.verify(event.tokens)
             elif isinstance(event, Select):
                 state.select(event.rows)
+                reply = None
+            elif isinstance(event, Rewind):
+                state.rewind(event.count)
                 reply = None
             else:
                 reply = None

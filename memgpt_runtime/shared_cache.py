@@ -54,6 +54,17 @@ class SharedCache:
         """(rows,) new tokens -> (rows, vocab) logits; each is written at its row's next position."""
         return self._slots.decode(np.asarray(tokens, np.int64), np.ones(self.rows, bool))
 
+    def verify(self, tokens: np.ndarray) -> np.ndarray:
+        """(rows, n) new positions -> (rows, n, vocab) logits of each; one run per row (GroupQueryAttention takes
+        several positions over a past for one row at a time)."""
+        tokens = np.asarray(tokens, np.int64)
+        return np.stack([self._slots.verify(row, tokens[row]).copy() for row in range(self.rows)])
+
+    def rewind(self, count: int) -> None:
+        """Every row forgets its last `count` positions: its length goes back, the next write replaces them."""
+        for row in range(self.rows):
+            self._slots.truncate(row, int(self._slots.lengths[row]) - count)
+
     def select(self, rows: np.ndarray) -> None:
         """Row i becomes old row rows[i]: expands, reorders or drops rows of the cache."""
         rows = np.asarray(rows, np.int64)

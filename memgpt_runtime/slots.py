@@ -7,7 +7,10 @@ row's length (`seqlens_k`). Three kinds of run:
 - `decode(tokens, live)`: one token for every slot below a high-water mark, in one run; slots that are not
   decoding (free, or still prefilling) take a scratch token written at their own length, which their next real
   write replaces, so rows never wait for each other;
-- `copy(targets, sources)`: rows take other rows' positions (beam reorders, expansion to beams).
+- `copy(targets, sources)`: rows take other rows' positions (beam reorders, expansion to beams);
+- `verify(slot, ids)`: several new positions of one slot, with the logits of every one (prompt lookup; the
+  graph's `all_positions` value of `last_index`); `truncate` then drops the rejected ones: positions past a slot's
+  length are never read and the next write replaces them.
 
 A decode step runs at least `min_rows` rows: onnxruntime's 4-bit MatMulNBits in blocks of 64 computes a single
 row by another kernel than two or more, with results that differ in the last bits (two or more rows agree at
@@ -44,8 +47,11 @@ class SlotCache:
         self._last = np.zeros(slots, np.int64)
         self._tokens = np.zeros((slots, 1), np.int64)
         self._logits = np.empty((slots, decoder.vocab_size), np.float32)
+        self._every = np.empty((0, decoder.vocab_size), np.float32)  # (positions, vocab) logits of a `verify`
+        self._all_positions = graph.all_positions  # the last_index value that asks for every position, or None
         self._binding = self._session.io_binding()
         self._bound = None  # (start, rows) the cache buffers are bound for
+        self._bound_logits = None  # (address, shape) of the logits output bound
         self._step_bound = None  # rows of the decode inputs bound in place, None after a prefill
         self.slots, self.capacity = slots, capacity
 
@@ -77,10 +83,36 @@ class SlotCache:
         self._seqlens[start:end] = held + n - 1
         self._total[...] = int((held + n).max())
         self._last[start:end] = last
-        self._run(start, rows, np.ascontiguousarray(ids, np.int64), self._seqlens[start:end], self._last[start:end])
+        self._run(start, rows, np.ascontiguousarray(ids, np.int64), self._seqlens[start:end], self._last[start:end],
+                  self._logits[start:end])  # fmt: skip
         self._step_bound = None
         held += real
         return self._logits[start:end]
+
+    def verify(self, slot: int, ids: np.ndarray) -> np.ndarray:
+        """Write `ids` (n,) at slot `slot`'s length in one run -> (n, vocab) logits of every one of the n positions.
+
+        One slot only: onnxruntime's GroupQueryAttention takes several positions over a past for one row at a
+        time. n >= min_rows, so the run never takes the single-row kernel (n rows of the matrix products).
+        """
+        n = len(ids)
+        if self._all_positions is None:
+            raise ValueError("the graph returns the logits of one position per row (no graph.all_positions)")
+        if n < max(self.min_rows, 2):
+            raise ValueError(f"verify takes at least {max(self.min_rows, 2)} positions, got {n}")
+        held = int(self.lengths[slot])
+        if held + n > self.capacity:
+            raise ValueError(f"a run of {n} positions passes the slot capacity of {self.capacity}")
+        if self._every.shape[0] < n:
+            self._every = np.empty((n, self._every.shape[1]), np.float32)
+        self._seqlens[slot] = held + n - 1
+        self._total[...] = held + n
+        self._last[slot] = self._all_positions
+        self._run(slot, 1, np.asarray(ids, np.int64).reshape(1, n), self._seqlens[slot : slot + 1],
+                  self._last[slot : slot + 1], self._every[:n])  # fmt: skip
+        self._step_bound = None
+        self.lengths[slot] = held + n
+        return self._every[:n]
 
     def decode(self, tokens: np.ndarray, live: np.ndarray) -> np.ndarray:
         """One token for each of slots 0..len(tokens): `live` (rows,) bool marks the slots that take their token
@@ -97,7 +129,7 @@ class SlotCache:
         self._last[:rows] = 0
         self._total[...] = int(held.max()) + 1
         if self._step_bound != rows:
-            self._run(0, rows, self._tokens[:rows], self._seqlens[:rows], self._last[:rows])
+            self._run(0, rows, self._tokens[:rows], self._seqlens[:rows], self._last[:rows], self._logits[:rows])
             self._step_bound = rows
         else:
             self._session.run_with_iobinding(self._binding)
@@ -141,7 +173,8 @@ class SlotCache:
                 for m in self._maps:
                     m.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
-    def _run(self, start: int, rows: int, ids: np.ndarray, seqlens: np.ndarray, last: np.ndarray) -> None:
+    def _run(self, start: int, rows: int, ids: np.ndarray, seqlens: np.ndarray, last: np.ndarray,
+             logits: np.ndarray) -> None:  # fmt: skip
         binding, graph = self._binding, self._graph
         binding.bind_cpu_input(graph.input_ids, ids)
         binding.bind_cpu_input(graph.seqlens_k, seqlens)
@@ -152,9 +185,10 @@ class SlotCache:
                 view = buffer[start : start + rows]  # contiguous: slots are the outer axis
                 binding.bind_input(name, "cpu", 0, np.float32, view.shape, view.ctypes.data)
                 binding.bind_output(present, "cpu", 0, np.float32, view.shape, view.ctypes.data)
-            logits = self._logits[start : start + rows]
-            binding.bind_output(graph.logits, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
             self._bound = (start, rows)
+        if self._bound_logits != (logits.ctypes.data, logits.shape):
+            binding.bind_output(graph.logits, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+            self._bound_logits = (logits.ctypes.data, logits.shape)
         self._session.run_with_iobinding(binding)
 
 

@@ -22,6 +22,15 @@ class DecoderState(Protocol):
         """(rows,) int64, one new token per row (mask grows by a column of 1s) -> (rows, vocab) float32 logits."""
         ...
 
+    def verify(self, tokens: np.ndarray) -> np.ndarray:
+        """(rows, n) int64, n new positions per row in one run -> (rows, n, vocab) float32 logits of each.
+        Only prompt lookup calls it; a state that cannot may leave it out."""
+        ...
+
+    def rewind(self, count: int) -> None:
+        """Every row forgets its last `count` positions (drafted tokens the model did not confirm)."""
+        ...
+
     def select(self, rows: np.ndarray) -> None:
         """Row i of the cache and mask becomes old row rows[i]: expands (np.repeat for beams), reorders, drops rows."""
         ...

@@ -54,7 +54,7 @@ class TorchState:
         self.selects: list[np.ndarray] = []
 
     @torch.no_grad()
-    def _forward(self, ids: torch.Tensor) -> np.ndarray:
+    def _forward(self, ids: torch.Tensor, every: bool = False) -> np.ndarray:
         positions = self.mask.cumsum(-1) - 1
         positions.masked_fill_(self.mask == 0, 1)
         out = self.model(
@@ -62,6 +62,8 @@ class TorchState:
             past_key_values=self.cache, use_cache=True,
         )
         self.cache = out.past_key_values
+        if every:
+            return out.logits.to(torch.float32).numpy().copy()  # (rows, new, vocab)
         return out.logits[:, -1, :].to(torch.float32).numpy().copy()  # (rows, vocab)
 
     def prefill(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -72,6 +74,15 @@ class TorchState:
     def step(self, tokens: np.ndarray) -> np.ndarray:
         self.mask = torch.cat([self.mask, torch.ones((self.mask.shape[0], 1), dtype=torch.int64)], dim=1)
         return self._forward(torch.from_numpy(np.asarray(tokens, dtype=np.int64))[:, None])
+
+    def verify(self, tokens: np.ndarray) -> np.ndarray:
+        rows, n = tokens.shape
+        self.mask = torch.cat([self.mask, torch.ones((rows, n), dtype=torch.int64)], dim=1)
+        return self._forward(torch.from_numpy(np.asarray(tokens, dtype=np.int64)), every=True)
+
+    def rewind(self, count: int) -> None:
+        self.cache.crop(self.cache.get_seq_length() - count)  # as `_assisted_decoding` drops rejected drafts
+        self.mask = self.mask[:, :-count]
 
     def select(self, rows: np.ndarray) -> None:
         self.selects.append(np.asarray(rows).copy())

@@ -22,6 +22,7 @@ from .errors import BadRequest
 MAX_LOGPROBS = 20  # top alternatives per token, as OpenAI's top_logprobs
 MAX_STOP = 16  # stop strings per request
 MAX_N = 128  # choices per request (the engine's slots bound it further)
+MAX_LOOKUP = 64  # prompt lookup: drafted tokens per step and n-gram size (each drafted token is one more position)
 COMPLETION_DEFAULT_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
 
 
@@ -70,6 +71,8 @@ class _Sampling(_Body):
     early_stopping: bool | Literal["never"] | None = None
     min_tokens: int | None = None
     return_tokens_as_token_ids: bool | None = None  # vLLM: logprobs name tokens "token_id:ID" instead of their text
+    prompt_lookup_num_tokens: int | None = None  # transformers' prompt-lookup decoding: tokens drafted per step
+    max_matching_ngram_size: int | None = None  # the longest n-gram it matches (default 2)
     user: str | None = None
 
 
@@ -258,6 +261,15 @@ def build_job(req: _Sampling, prompts: list[list[int]], model_defaults: dict[str
                            seed=seed, num_return_sequences=n)  # fmt: skip
     if logprobs is not None:
         options["logprobs"] = logprobs
+    if req.prompt_lookup_num_tokens is not None:
+        if beam:
+            raise BadRequest("prompt_lookup_num_tokens does not apply to use_beam_search", param="prompt_lookup_num_tokens")
+        if n > 1 and not copies:
+            raise BadRequest("prompt_lookup_num_tokens needs n=1 when sampling (one sequence per request)",
+                             param="prompt_lookup_num_tokens")  # fmt: skip
+        options["prompt_lookup_num_tokens"] = _int(req.prompt_lookup_num_tokens, "prompt_lookup_num_tokens", 1, MAX_LOOKUP)
+    if req.max_matching_ngram_size is not None:
+        options["max_matching_ngram_size"] = _int(req.max_matching_ngram_size, "max_matching_ngram_size", 1, MAX_LOOKUP)
     include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
     return Job(prompts, options, n, copies, beam, stop, logprobs, bool(req.stream), include_usage, max_tokens, asked,
                bool(req.return_tokens_as_token_ids))  # fmt: skip
