@@ -26,8 +26,7 @@ demo: $(DEMO_DIR)/manifest.json
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	# the format check is enabled once the whole tree has been through `ruff format .` (one commit after the merges)
-	# $(BIN)/ruff format --check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -38,7 +38,9 @@ MEMGPT = [sys.executable, "-m", "memgpt_runtime.cli"]
 
 def held_out_prompts(count: int) -> list[str]:
     """`count` chat prompts, each asking for a summary of one sentence of the suite's English text."""
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", TEXT_FILE.read_text(encoding="utf-8")) if len(s.split()) >= 8]
+    sentences = [
+        s.strip() for s in re.split(r"(?<=[.!?])\s+", TEXT_FILE.read_text(encoding="utf-8")) if len(s.split()) >= 8
+    ]
     asks = ["Summarize in a few words: ", "Rewrite more simply: ", "What is this sentence about? "]
     return [asks[i % len(asks)] + sentences[i % len(sentences)] for i in range(count)]
 
@@ -46,7 +48,12 @@ def held_out_prompts(count: int) -> list[str]:
 def rows_of(prompts: list[str], new_tokens: int, exact: bool) -> list[dict]:
     rows = []
     for i, prompt in enumerate(prompts):
-        row = {"id": f"row-{i}", "messages": [{"role": "user", "content": prompt}], "max_tokens": new_tokens, "temperature": 0}
+        row = {
+            "id": f"row-{i}",
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": new_tokens,
+            "temperature": 0,
+        }
         if exact:
             row["min_tokens"] = new_tokens
         rows.append(row)
@@ -68,9 +75,14 @@ def check(args) -> int:
     outputs = {}
     for name, extra in (("local", []), ("ray2", ["--ray", "local", "--replicas", "2", "--batch-size", "8"])):
         start = time.perf_counter()
-        run = subprocess.run([*MEMGPT, "batch", args.model, work / "in.jsonl", "-o", work / f"{name}.jsonl", *extra],
-                             capture_output=True, text=True)  # fmt: skip
-        print(f"{name}: exit {run.returncode} in {time.perf_counter() - start:.1f} s; {run.stderr.strip().splitlines()[-1]}")
+        run = subprocess.run(
+            [*MEMGPT, "batch", args.model, work / "in.jsonl", "-o", work / f"{name}.jsonl", *extra],
+            capture_output=True,
+            text=True,
+        )
+        print(
+            f"{name}: exit {run.returncode} in {time.perf_counter() - start:.1f} s; {run.stderr.strip().splitlines()[-1]}"
+        )
         if run.returncode != 0:
             print(run.stderr, file=sys.stderr)
             return 1
@@ -81,11 +93,16 @@ def check(args) -> int:
     same = sum(outputs["local"][k] == outputs["ray2"][k] for k in outputs["local"])
     generated = 0
     for i, prompt in enumerate(prompts):
-        run = subprocess.run([*MEMGPT, "generate", args.model, "--chat", prompt, "--max-new-tokens", str(args.new_tokens), "--json"],
-                             capture_output=True, text=True)  # fmt: skip
+        run = subprocess.run(
+            [*MEMGPT, "generate", args.model, "--chat", prompt, "--max-new-tokens", str(args.new_tokens), "--json"],
+            capture_output=True,
+            text=True,
+        )
         generated += json.loads(run.stdout)["outputs"][0]["text"] == outputs["local"][f"row-{i}"]["text"]
     print(f"every id once: local {len(outputs['local'])}, ray2 {len(outputs['ray2'])} rows ({args.rows} + 1 malformed)")
-    print(f"rows equal local == ray2: {same}/{args.rows + 1}; texts equal to `memgpt generate`: {generated}/{args.rows}")
+    print(
+        f"rows equal local == ray2: {same}/{args.rows + 1}; texts equal to `memgpt generate`: {generated}/{args.rows}"
+    )
     return 0 if same == args.rows + 1 and generated == args.rows else 1
 
 
@@ -97,18 +114,22 @@ def speed(args) -> int:
     from memgpt_runtime.batch.ray_data import run_on_ray
     from memgpt_runtime.batch.rows import Row
 
-    rows = [Row(i + 1, r["id"], {k: v for k, v in r.items() if k != "id"})
-            for i, r in enumerate(rows_of(held_out_prompts(args.rows), args.new_tokens, exact=True))]  # fmt: skip
+    rows = [
+        Row(i + 1, r["id"], {k: v for k, v in r.items() if k != "id"})
+        for i, r in enumerate(rows_of(held_out_prompts(args.rows), args.new_tokens, exact=True))
+    ]
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     half = max(args.threads // 2, 1)
     paths = {
         "local": lambda out, on_row: run_local(Path(args.model), rows, out, args.threads, args.slots, on_row=on_row),
-        "ray-1x%d" % args.threads: lambda out, on_row: run_on_ray(Path(args.model), rows, out, "local", 1, args.threads,
-                                                                   args.batch_size, args.slots, on_row=on_row),
-        "ray-2x%d" % half: lambda out, on_row: run_on_ray(Path(args.model), rows, out, "local", 2, half, args.batch_size,
-                                                           args.slots, on_row=on_row),
-    }  # fmt: skip
+        f"ray-1x{args.threads}": lambda out, on_row: run_on_ray(
+            Path(args.model), rows, out, "local", 1, args.threads, args.batch_size, args.slots, on_row=on_row
+        ),
+        f"ray-2x{half}": lambda out, on_row: run_on_ray(
+            Path(args.model), rows, out, "local", 2, half, args.batch_size, args.slots, on_row=on_row
+        ),
+    }
     results = {name: [] for name in paths}
     texts = {}
     for r in range(args.rounds):
@@ -118,29 +139,41 @@ def speed(args) -> int:
                 out = PartialOutput(Path(work) / "out.jsonl")
                 stamps = []
                 start = time.perf_counter()
-                paths[name](out, lambda row: stamps.append(time.perf_counter()))
+                paths[name](out, lambda row, stamps=stamps: stamps.append(time.perf_counter()))
                 out.finish()
                 total = stamps[-1] - start
                 steady = stamps[-1] - stamps[min(args.batch_size, len(stamps)) - 1]
-                texts[name] = {json.loads(x)["id"]: json.loads(x)["text"] for x in (Path(work) / "out.jsonl").read_text().splitlines()}
+                texts[name] = {
+                    json.loads(x)["id"]: json.loads(x)["text"]
+                    for x in (Path(work) / "out.jsonl").read_text().splitlines()
+                }
             tokens = args.rows * args.new_tokens
             results[name].append((total, steady))
-            print(f"round {r} {name}: total {total:.2f} s ({args.rows / total:.2f} rows/s, {tokens / total:.1f} tokens/s), "
-                  f"steady {steady:.2f} s for {args.rows - args.batch_size} rows; load {os.getloadavg()[0]:.2f}", flush=True)  # fmt: skip
+            print(
+                f"round {r} {name}: total {total:.2f} s ({args.rows / total:.2f} rows/s, {tokens / total:.1f} tokens/s), "
+                f"steady {steady:.2f} s for {args.rows - args.batch_size} rows; load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
     ray.shutdown()
-    print(f"\n{args.rows} rows x {args.new_tokens} tokens, batch size {args.batch_size}, {args.slots} slots per engine, "
-          f"median of {args.rounds} rounds; load average {os.getloadavg()}")  # fmt: skip
+    print(
+        f"\n{args.rows} rows x {args.new_tokens} tokens, batch size {args.batch_size}, {args.slots} slots per engine, "
+        f"median of {args.rounds} rounds; load average {os.getloadavg()}"
+    )
     local_total, local_steady = (statistics.median(x) for x in zip(*results["local"]))
     print("| path | total s | rows/s | tokens/s | steady s (rows after the first batch) | steady vs local |")
     print("|---|---|---|---|---|---|")
     for name, runs in results.items():
         total, steady = (statistics.median(x) for x in zip(*runs))
         tokens = args.rows * args.new_tokens
-        print(f"| {name} | {total:.2f} | {args.rows / total:.2f} | {tokens / total:.1f} | {steady:.2f} | {steady / local_steady:.3f} |")
+        print(
+            f"| {name} | {total:.2f} | {args.rows / total:.2f} | {tokens / total:.1f} | {steady:.2f} | {steady / local_steady:.3f} |"
+        )
     for i, what in ((0, "total"), (1, "steady")):
-        ratios = [r[i] / l[i] for r, l in zip(results[f"ray-1x{args.threads}"], results["local"])]
-        print(f"Ray 1 replica {what} / local {what} per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
-              f"median {statistics.median(ratios):.3f}")  # fmt: skip
+        ratios = [r[i] / lo[i] for r, lo in zip(results[f"ray-1x{args.threads}"], results["local"])]
+        print(
+            f"Ray 1 replica {what} / local {what} per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
+            f"median {statistics.median(ratios):.3f}"
+        )
     same = all(texts[name] == texts["local"] for name in texts)
     print(f"texts equal on every path: {same}")
     return 0

@@ -22,19 +22,29 @@ DEFAULT_RESULTS = HERE / "results"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run on tiny random models (a minute or two)")
-    parser.add_argument("--out", type=Path, help="results folder: new, empty or an earlier run's (default benchmarks/results/<timestamp>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results folder: new, empty or an earlier run's (default benchmarks/results/<timestamp>)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
-    parser.add_argument("--engines", help="comma-separated engine names or prefixes, e.g. 'pytorch,memgpt' (default all)")
+    parser.add_argument(
+        "--engines", help="comma-separated engine names or prefixes, e.g. 'pytorch,memgpt' (default all)"
+    )
     parser.add_argument("--repeats", type=int, help="timed repeats per workload (default 3)")
     parser.add_argument("--no-quality", action="store_true", help="skip perplexity and greedy agreement")
     parser.add_argument("--no-seq2seq", action="store_true", help="skip the encoder-decoder (Marian) part")
     parser.add_argument("--only-seq2seq", action="store_true", help="run only the encoder-decoder (Marian) part")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where built models are kept (default benchmarks/.cache)")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="where built models are kept (default benchmarks/.cache)"
+    )
 
 
 def register(subparsers) -> None:
     """Add `bench` to the `memgpt` command (entry point group `memgpt.commands`)."""
-    parser = subparsers.add_parser("bench", help="benchmark engines against PyTorch", description=__doc__.splitlines()[0])
+    parser = subparsers.add_parser(
+        "bench", help="benchmark engines against PyTorch", description=__doc__.splitlines()[0]
+    )
     add_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -65,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1 or (args.repeats is not None and args.repeats < 1):
         raise BenchError("--threads and --repeats must be at least 1")
     if args.threads > (os.cpu_count() or 1):
-        raise BenchError(f"--threads must be at most {os.cpu_count()}, this machine's CPUs; more threads than CPUs only slow every engine")
+        raise BenchError(
+            f"--threads must be at most {os.cpu_count()}, this machine's CPUs; more threads than CPUs only slow every engine"
+        )
     if args.no_seq2seq and args.only_seq2seq:
         raise BenchError("--no-seq2seq and --only-seq2seq exclude each other; give one of them")
     engines = select_engines(args.engines)

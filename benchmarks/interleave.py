@@ -44,9 +44,13 @@ class Worker:
         with open(log, "w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.worker", "--serve", str(spec_path), str(write)],
-                cwd=models.REPO, env=worker_env(spec["threads"]), stdin=subprocess.PIPE, stdout=out,
-                stderr=subprocess.STDOUT, pass_fds=(write,),
-            )  # fmt: skip
+                cwd=models.REPO,
+                env=worker_env(spec["threads"]),
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write,),
+            )
         os.close(write)  # the child holds the write end now; its exit closes the pipe
 
     def call(self, command: dict | None) -> dict:
@@ -100,8 +104,14 @@ class Worker:
 
 
 def worker_env(threads: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_OFFLINE": "1",
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(models.REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return env
 
@@ -142,7 +152,9 @@ def run(specs: dict[str, dict], registry: dict, names: list[str], settings: dict
                     runs[name].append(reply["value"])
                 time.sleep(SETTLE_SECONDS)
         for name, measurements in runs.items():
-            results[name]["workloads"][workload_name] = workload.summarize(measurements, specs[name]["inputs"], settings)
+            results[name]["workloads"][workload_name] = workload.summarize(
+                measurements, specs[name]["inputs"], settings
+            )
         workers = {n: w for n, w in workers.items() if not w.closed}
     for name, worker in workers.items():
         finished = worker.call({"finish": True})

@@ -27,8 +27,16 @@ import numpy as np
 from . import interleave, models, prompts
 
 PASSAGE_PARAGRAPHS = 3  # the first paragraphs of data/english.txt: about 400 tokens
-TYPOS = [("sharply", "sharpley"), ("history", "histroy"), ("travellers", "travelers"), ("important", "importent"),
-         ("council", "councel"), ("mechanism", "mechansim"), ("curiosity", "curiousity"), ("position", "postion")]  # fmt: skip
+TYPOS = [
+    ("sharply", "sharpley"),
+    ("history", "histroy"),
+    ("travellers", "travelers"),
+    ("important", "importent"),
+    ("council", "councel"),
+    ("mechanism", "mechansim"),
+    ("curiosity", "curiousity"),
+    ("position", "postion"),
+]
 CODE = '''def parse_line(line, separator=","):
     """Split one line of a ledger into its date, account, amount and note."""
     fields = [field.strip() for field in line.split(separator)]
@@ -78,14 +86,23 @@ def grounded_prompts() -> dict[str, tuple[str, str]]:
         typed = typed.replace(right, wrong, 1)
     return {
         "repeat": ("copy", f"Repeat the following passage exactly, word for word.\n\n{passage}"),
-        "typos": ("copy", f"Correct the spelling mistakes in the following passage and write out the whole corrected passage.\n\n{typed}"),
-        "code edit": ("copy", f"Rename the function parse_line to parse_record everywhere in this code and write out the complete updated code.\n\n{CODE}"),
+        "typos": (
+            "copy",
+            f"Correct the spelling mistakes in the following passage and write out the whole corrected passage.\n\n{typed}",
+        ),
+        "code edit": (
+            "copy",
+            f"Rename the function parse_line to parse_record everywhere in this code and write out the complete updated code.\n\n{CODE}",
+        ),
         "summarize": ("extract", f"Summarize the following passage in five sentences.\n\n{passage}"),
-        "quote": ("extract", f"{passage}\n\nQuoting sentences from the passage above, explain why some farmers thought the clock was wrong and what the clockmaker said."),
+        "quote": (
+            "extract",
+            f"{passage}\n\nQuoting sentences from the passage above, explain why some farmers thought the clock was wrong and what the clockmaker said.",
+        ),
         "chat: story": ("chat", prompts.CHAT_PROMPT),
         "chat: sky": ("chat", prompts.BATCH_PROMPTS[1]),
         "chat: cooking": ("chat", prompts.BATCH_PROMPTS[2]),
-    }  # fmt: skip
+    }
 
 
 class Memgpt:
@@ -123,7 +140,13 @@ class Memgpt:
             elif isinstance(event, Done):
                 tokens = event.result.sequences[0, len(ids) :].tolist()
         accepted = len(tokens) - 1 - counts["calls"]
-        return {"tokens": tokens, "stamps": stamps, "calls": counts["calls"], "drafted": counts["drafted"], "accepted": accepted}
+        return {
+            "tokens": tokens,
+            "stamps": stamps,
+            "calls": counts["calls"],
+            "drafted": counts["drafted"],
+            "accepted": accepted,
+        }
 
     def chat_ids(self, message: str) -> list[int]:
         return self.lm.tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True)
@@ -155,12 +178,26 @@ class Transformers:
         options = {"prompt_lookup_num_tokens": self.lookup} if self.lookup else {}
         x = torch.tensor([ids])
         with torch.inference_mode():
-            out = self.model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens, do_sample=False,
-                                      eos_token_id=self.eos, pad_token_id=self.eos[0], streamer=Streamer(), **options)  # fmt: skip
+            out = self.model.generate(
+                x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                eos_token_id=self.eos,
+                pad_token_id=self.eos[0],
+                streamer=Streamer(),
+                **options,
+            )
         tokens = out[0, len(ids) :].tolist()
         stamps = stamps[len(ids) :]
         calls = len(puts) - 2  # after the prompt's put and the prefill's token
-        return {"tokens": tokens, "stamps": stamps, "calls": calls, "drafted": None, "accepted": len(tokens) - 1 - calls}
+        return {
+            "tokens": tokens,
+            "stamps": stamps,
+            "calls": calls,
+            "drafted": None,
+            "accepted": len(tokens) - 1 - calls,
+        }
 
 
 def decode_rate(run: dict) -> float:
@@ -180,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.lookup", description=__doc__.splitlines()[0])
     parser.add_argument("--int4", type=Path, required=True, help="a memgpt int4 export of the default model")
     parser.add_argument("--int8", type=Path, required=True, help="a memgpt int8 export of the default model")
-    parser.add_argument("--hf", type=Path, help="the HF folder of the default model (default: built from the GGUF in --cache)")
+    parser.add_argument(
+        "--hf", type=Path, help="the HF folder of the default model (default: built from the GGUF in --cache)"
+    )
     parser.add_argument("--cache", type=Path, default=Path(__file__).parent / ".cache")
     parser.add_argument("--lookup", type=int, default=10, help="prompt_lookup_num_tokens (default 10)")
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -233,7 +272,9 @@ def summarize(runs: dict, table: dict, inputs: dict) -> dict:
         for name, rs in per_prompt.items():
             first = rs[0]
             row = {
-                "kind": table[name][0], "prompt_tokens": len(inputs[name]), "new_tokens": len(first["tokens"]),
+                "kind": table[name][0],
+                "prompt_tokens": len(inputs[name]),
+                "new_tokens": len(first["tokens"]),
                 "tokens_per_s": float(np.median([decode_rate(x) for x in rs])),
                 "tokens_per_call": (len(first["tokens"]) - 1) / max(first["calls"], 1),
                 "kept_of_drafted": (first["accepted"] / first["drafted"]) if first["drafted"] else None,
@@ -247,17 +288,26 @@ def summarize(runs: dict, table: dict, inputs: dict) -> dict:
 
 
 def markdown(summary: dict, args) -> str:
-    lines = [f"K = {args.lookup}, greedy, up to {args.new_tokens} new tokens, {args.threads} threads, "
-             f"medians of {args.repeats} rounds; load average now {os.getloadavg()[0]:.1f}", "",
-             "| engine | prompt | kind | prompt tokens | new tokens | decode tokens/s | x without lookup | tokens per call | drafts kept | answer differs from token |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        f"K = {args.lookup}, greedy, up to {args.new_tokens} new tokens, {args.threads} threads, "
+        f"medians of {args.repeats} rounds; load average now {os.getloadavg()[0]:.1f}",
+        "",
+        "| engine | prompt | kind | prompt tokens | new tokens | decode tokens/s | x without lookup | tokens per call | drafts kept | answer differs from token |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for key, row in summary.items():
         engine, name = key.split(" | ")
         kept = "" if row["kept_of_drafted"] is None else f"{row['kept_of_drafted']:.0%}"
         speed = f"{row['speedup']:.2f}x" if "speedup" in row else ""
-        differs = "" if "speedup" not in row else ("same" if row["first_difference"] is None else str(row["first_difference"]))
-        lines.append(f"| {engine} | {name} | {row['kind']} | {row['prompt_tokens']} | {row['new_tokens']} | "
-                     f"{row['tokens_per_s']:.1f} | {speed} | {row['tokens_per_call']:.2f} | {kept} | {differs} |")  # fmt: skip
+        differs = (
+            ""
+            if "speedup" not in row
+            else ("same" if row["first_difference"] is None else str(row["first_difference"]))
+        )
+        lines.append(
+            f"| {engine} | {name} | {row['kind']} | {row['prompt_tokens']} | {row['new_tokens']} | "
+            f"{row['tokens_per_s']:.1f} | {speed} | {row['tokens_per_call']:.2f} | {kept} | {differs} |"
+        )
     return "\n".join(lines)
 
 

@@ -35,11 +35,22 @@ def _quiet_transformers() -> None:
 
 # Helsinki-NLP/opus-mt-en-de's config.json, less its special ids (the tokenizer's here) and its vocabulary
 OPUS_MT_EN_DE = {
-    "vocab_size": 58101, "decoder_vocab_size": 58101, "d_model": 512, "encoder_layers": 6, "decoder_layers": 6,
-    "encoder_attention_heads": 8, "decoder_attention_heads": 8, "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048,
-    "max_position_embeddings": 512, "activation_function": "swish", "scale_embedding": True,
-    "static_position_embeddings": True, "share_encoder_decoder_embeddings": True, "tie_word_embeddings": True,
-}  # fmt: skip
+    "vocab_size": 58101,
+    "decoder_vocab_size": 58101,
+    "d_model": 512,
+    "encoder_layers": 6,
+    "decoder_layers": 6,
+    "encoder_attention_heads": 8,
+    "decoder_attention_heads": 8,
+    "encoder_ffn_dim": 2048,
+    "decoder_ffn_dim": 2048,
+    "max_position_embeddings": 512,
+    "activation_function": "swish",
+    "scale_embedding": True,
+    "static_position_embeddings": True,
+    "share_encoder_decoder_embeddings": True,
+    "tie_word_embeddings": True,
+}
 MARIAN_SEED = 0
 
 
@@ -71,13 +82,20 @@ def build_marian(folder: Path) -> Path:
     tokenizer = tiny_models.build_marian_tokenizer()
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     torch.manual_seed(MARIAN_SEED)
-    config = MarianConfig(**OPUS_MT_EN_DE, pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad,
-                          forced_eos_token_id=eos)  # fmt: skip
+    config = MarianConfig(
+        **OPUS_MT_EN_DE, pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad, forced_eos_token_id=eos
+    )
     model = MarianMTModel(config).eval()
     model.generation_config = GenerationConfig(  # opus-mt-en-de's generation config
-        bos_token_id=eos, pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=pad, forced_eos_token_id=eos,
-        bad_words_ids=[[pad]], num_beams=4, max_length=512,
-    )  # fmt: skip
+        bos_token_id=eos,
+        pad_token_id=pad,
+        eos_token_id=eos,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=eos,
+        bad_words_ids=[[pad]],
+        num_beams=4,
+        max_length=512,
+    )
     staging = folder.with_name(folder.name + ".partial")  # a killed build leaves no config.json under `folder`
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
@@ -129,8 +147,21 @@ def build_genai(hf: Path, folder: Path, precision: str, log: Path) -> Path:
         return folder
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    command = [sys.executable, "-m", "benchmarks.genai_build", "-i", str(hf), "-o", str(staging), "-p", precision,
-               "-e", "cpu", "-c", str(folder.parent / "genai-tmp")]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.genai_build",
+        "-i",
+        str(hf),
+        "-o",
+        str(staging),
+        "-p",
+        precision,
+        "-e",
+        "cpu",
+        "-c",
+        str(folder.parent / "genai-tmp"),
+    ]
     with open(log, "a") as out:
         done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     if done.returncode != 0:

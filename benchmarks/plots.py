@@ -31,10 +31,13 @@ def _decoder_only(plt, result: dict, folder: Path) -> dict[str, Path]:
     paths = {"tokens_per_second": folder / "tokens_per_second.png", "step_latency": folder / "step_latency.png"}
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, (workload, key, title) in zip(axes, [
-        ("greedy", "decode_tokens_per_second", "(b) greedy decode, batch 1"),
-        ("batch", "tokens_per_second", "(d) greedy, batch of {batch_size}"),
-    ]):  # fmt: skip
+    for ax, (workload, key, title) in zip(
+        axes,
+        [
+            ("greedy", "decode_tokens_per_second", "(b) greedy decode, batch 1"),
+            ("batch", "tokens_per_second", "(d) greedy, batch of {batch_size}"),
+        ],
+    ):
         names, med, low, high = [], [], [], []
         for name, e in ok.items():
             fig_ = ((e.get("workloads") or {}).get(workload) or {}).get(key)
@@ -62,7 +65,7 @@ def _decoder_only(plt, result: dict, folder: Path) -> dict[str, Path]:
         positions = steps["prompt_tokens"] + 1 + np.arange(len(decode))
         w = max(1, min(8, len(decode) // 4))
         smooth = np.convolve(decode, np.ones(w) / w, mode="valid")  # moving average over w steps
-        ax.plot(positions[w - 1:], smooth, label=name, lw=1.2)
+        ax.plot(positions[w - 1 :], smooth, label=name, lw=1.2)
     ax.set_xlabel("position in the sequence (prompt + generated)")
     ax.set_ylabel("ms per step (moving average)")
     ax.set_title(f"(e) per-step latency of one greedy generation, {result['model']}")
@@ -84,8 +87,11 @@ def _seq2seq(plt, part: dict, threads: int, path: Path) -> Path:
         ratios = [speedup(e, base, w, k, kind) or 0.0 for _, w, k, kind in columns]
         ax.bar(np.arange(len(columns)) + i * width, ratios, width, label=name)
     ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks(np.arange(len(columns)) + width * (len(engines) - 1) / 2,
-                  [title.format(**part["settings"]) for title, _, _, _ in columns], fontsize=8)  # fmt: skip
+    ax.set_xticks(
+        np.arange(len(columns)) + width * (len(engines) - 1) / 2,
+        [title.format(**part["settings"]) for title, _, _, _ in columns],
+        fontsize=8,
+    )
     ax.set_ylabel(f"speed-up vs {part['baseline']} (median)")
     ax.set_title(f"Encoder-decoder, {part['settings']['model']}, {threads} threads", fontsize=10)
     ax.legend(fontsize=7)

@@ -41,7 +41,9 @@ def make_inputs(tokenizer, settings: dict) -> dict:
         return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
 
     if len(text_ids) < settings["prefill_tokens"]:
-        raise ValueError(f"{TEXT_FILE} has {len(text_ids)} tokens, fewer than the {settings['prefill_tokens']} of the prefill")
+        raise ValueError(
+            f"{TEXT_FILE} has {len(text_ids)} tokens, fewer than the {settings['prefill_tokens']} of the prefill"
+        )
     return {
         "prefill": text_ids[: settings["prefill_tokens"]],
         "chat": chat(CHAT_PROMPT),

@@ -104,17 +104,38 @@ def _decoder_only(result: dict) -> list[str]:
         rows.append([name] + [_cell(e, base, w, k, kind) for _, w, k, kind in SPEED_COLUMNS] + [step_cell])
     out += _table(header, rows)
     out += ["", "## Spread (median [min–max])", ""]
-    out += _table(header[:-1], [[n] + [_cell(e, base, w, k, kind, spread=True) for _, w, k, kind in SPEED_COLUMNS] for n, e in ok.items()])
+    out += _table(
+        header[:-1],
+        [[n] + [_cell(e, base, w, k, kind, spread=True) for _, w, k, kind in SPEED_COLUMNS] for n, e in ok.items()],
+    )
     out += ["", "## Memory, size, load time and quality", ""]
-    header = ["engine", "precision", "load, s", "RSS after load, MB", "peak RSS, MB", "size on disk, MB",
-              "perplexity", "greedy agreement (prefix)", "greedy agreement (positions)"]  # fmt: skip
+    header = [
+        "engine",
+        "precision",
+        "load, s",
+        "RSS after load, MB",
+        "peak RSS, MB",
+        "size on disk, MB",
+        "perplexity",
+        "greedy agreement (prefix)",
+        "greedy agreement (positions)",
+    ]
     rows = []
     for name, e in ok.items():
         q = e.get("quality") or {}
-        ppl = f"{q['perplexity']:.3f}" if "perplexity" in q else ("failed: " + str(q.get("error")) if q.get("status") == "failed" else "–")
-        rows.append([
-            name, *_memory_cells(e), ppl, *_agreement_cells(q),
-        ])  # fmt: skip
+        ppl = (
+            f"{q['perplexity']:.3f}"
+            if "perplexity" in q
+            else ("failed: " + str(q.get("error")) if q.get("status") == "failed" else "–")
+        )
+        rows.append(
+            [
+                name,
+                *_memory_cells(e),
+                ppl,
+                *_agreement_cells(q),
+            ]
+        )
     out += _table(header, rows)
     if _not_run(engines):
         out += ["", "## Not run", "", *_not_run(engines)]
@@ -159,17 +180,35 @@ def seq2seq_section(result: dict) -> list[str]:
     out += _table(header, [[n, *cells(e, False)] for n, e in ok.items()])
     out += ["", "Spread (median [min–max]):", ""]
     out += _table(header, [[n, *cells(e, True)] for n, e in ok.items()])
-    out += ["", f"Memory, size, load time, and greedy agreement with {part['baseline']} ({s['new_tokens']} new tokens "
-            f"on each of {len(inputs['agreement'])} other sources):", ""]  # fmt: skip
-    header = ["engine", "precision", "load, s", "RSS after load, MB", "peak RSS, MB", "size on disk, MB",
-              "identical outputs", "greedy agreement (prefix)", "greedy agreement (positions)"]  # fmt: skip
+    out += [
+        "",
+        f"Memory, size, load time, and greedy agreement with {part['baseline']} ({s['new_tokens']} new tokens "
+        f"on each of {len(inputs['agreement'])} other sources):",
+        "",
+    ]
+    header = [
+        "engine",
+        "precision",
+        "load, s",
+        "RSS after load, MB",
+        "peak RSS, MB",
+        "size on disk, MB",
+        "identical outputs",
+        "greedy agreement (prefix)",
+        "greedy agreement (positions)",
+    ]
     rows = []
     for name, e in ok.items():
         q = e.get("quality") or {}
         identical = f"{q['identical']}/{len(q['continuations'])}" if "identical" in q else "–"
-        rows.append([
-            name, *_memory_cells(e), identical, *_agreement_cells(q),
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                *_memory_cells(e),
+                identical,
+                *_agreement_cells(q),
+            ]
+        )
     out += _table(header, rows)
     if _not_run(engines):
         out += ["", "Not run:", "", *_not_run(engines)]

@@ -33,26 +33,80 @@ from pathlib import Path
 SHARD_BYTES = 2 * 2**30
 TOKENIZER_VOCAB = 1000
 
-_LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu", "rms_norm_eps": 1e-5,
-          "attention_bias": False, "mlp_bias": False, "bos_token_id": 0, "eos_token_id": 1}  # fmt: skip
+_LLAMA = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+}
 SHAPES: dict[str, dict] = {
-    "smollm2-360m": {**_LLAMA, "hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32,
-                     "num_attention_heads": 15, "num_key_value_heads": 5, "vocab_size": 49152,
-                     "max_position_embeddings": 8192, "rope_theta": 100000.0, "tie_word_embeddings": True},
-    "qwen2.5-0.5b": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_act": "silu",
-                     "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
-                     "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
-                     "max_position_embeddings": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
-                     "tie_word_embeddings": True, "use_sliding_window": False, "bos_token_id": 0, "eos_token_id": 1},
-    "llama-3.2-1b": {**_LLAMA, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-                     "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 128256,
-                     "max_position_embeddings": 131072, "rope_theta": 500000.0, "tie_word_embeddings": True,
-                     "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                                      "original_max_position_embeddings": 8192, "rope_type": "llama3"}},
-    "llama-3-8b": {**_LLAMA, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-                   "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
-                   "max_position_embeddings": 8192, "rope_theta": 500000.0, "tie_word_embeddings": False},
-}  # fmt: skip
+    "smollm2-360m": {
+        **_LLAMA,
+        "hidden_size": 960,
+        "intermediate_size": 2560,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 15,
+        "num_key_value_heads": 5,
+        "vocab_size": 49152,
+        "max_position_embeddings": 8192,
+        "rope_theta": 100000.0,
+        "tie_word_embeddings": True,
+    },
+    "qwen2.5-0.5b": {
+        "model_type": "qwen2",
+        "architectures": ["Qwen2ForCausalLM"],
+        "hidden_act": "silu",
+        "hidden_size": 896,
+        "intermediate_size": 4864,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "max_position_embeddings": 32768,
+        "rope_theta": 1000000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+        "use_sliding_window": False,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+    },
+    "llama-3.2-1b": {
+        **_LLAMA,
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 16,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 64,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": True,
+        "rope_scaling": {
+            "factor": 32.0,
+            "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192,
+            "rope_type": "llama3",
+        },
+    },
+    "llama-3-8b": {
+        **_LLAMA,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 128256,
+        "max_position_embeddings": 8192,
+        "rope_theta": 500000.0,
+        "tie_word_embeddings": False,
+    },
+}
 
 
 def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
@@ -63,13 +117,22 @@ def parameter_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config["vocab_size"], hidden)}
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
-        shapes |= {p + "input_layernorm.weight": (hidden,), p + "self_attn.q_proj.weight": (heads * head, hidden),
-                   p + "self_attn.k_proj.weight": (kv * head, hidden), p + "self_attn.v_proj.weight": (kv * head, hidden),
-                   p + "self_attn.o_proj.weight": (hidden, heads * head), p + "post_attention_layernorm.weight": (hidden,),
-                   p + "mlp.gate_proj.weight": (inter, hidden), p + "mlp.up_proj.weight": (inter, hidden),
-                   p + "mlp.down_proj.weight": (hidden, inter)}  # fmt: skip
+        shapes |= {
+            p + "input_layernorm.weight": (hidden,),
+            p + "self_attn.q_proj.weight": (heads * head, hidden),
+            p + "self_attn.k_proj.weight": (kv * head, hidden),
+            p + "self_attn.v_proj.weight": (kv * head, hidden),
+            p + "self_attn.o_proj.weight": (hidden, heads * head),
+            p + "post_attention_layernorm.weight": (hidden,),
+            p + "mlp.gate_proj.weight": (inter, hidden),
+            p + "mlp.up_proj.weight": (inter, hidden),
+            p + "mlp.down_proj.weight": (hidden, inter),
+        }
         if config["model_type"] == "qwen2":
-            shapes |= {p + f"self_attn.{n}_proj.bias": (s,) for n, s in (("q", heads * head), ("k", kv * head), ("v", kv * head))}
+            shapes |= {
+                p + f"self_attn.{n}_proj.bias": (s,)
+                for n, s in (("q", heads * head), ("k", kv * head), ("v", kv * head))
+            }
     shapes["model.norm.weight"] = (hidden,)
     if not config.get("tie_word_embeddings"):
         shapes["lm_head.weight"] = (config["vocab_size"], hidden)
@@ -124,7 +187,9 @@ def write_checkpoint(shape: str, folder: Path, dtype: str = "bfloat16", seed: in
         size += tensor.numel() * tensor.element_size()
     flush()
     total = sum((folder / f).stat().st_size for f in files)
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": index}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": index})
+    )
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 0, "eos_token_id": 1}))
     _tokenizer().save_pretrained(folder)
@@ -140,8 +205,12 @@ def _tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=TOKENIZER_VOCAB, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOKENIZER_VOCAB,
+        special_tokens=["<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(text, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
 
@@ -192,8 +261,15 @@ def measure_export(checkpoint: Path, output: Path, precision: str, code: Path | 
     peak = int(process.stdout.split("VmHWM")[-1].split()[0])
     size = sum(f.stat().st_size for f in output.iterdir() if f.is_file())
     steps = [line for line in process.stderr.splitlines() if " done (" in line]
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_gb": peak / 2**30, "folder_gb": size / 2**30,
-            "steps": steps, "load_before": load, "load_after": os.getloadavg()[0]}  # fmt: skip
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "peak_rss_gb": peak / 2**30,
+        "folder_gb": size / 2**30,
+        "steps": steps,
+        "load_before": load,
+        "load_after": os.getloadavg()[0],
+    }
 
 
 def _children_cpu() -> float:
@@ -203,7 +279,17 @@ def _children_cpu() -> float:
 
 
 def measure_decode(engine: str, path: Path, tokens: int, repeats: int, threads: int) -> dict:
-    argv = [sys.executable, "-c", DECODE, engine, str(path), str(tokens), str(repeats), str(threads), json.dumps(PROMPT)]
+    argv = [
+        sys.executable,
+        "-c",
+        DECODE,
+        engine,
+        str(path),
+        str(tokens),
+        str(repeats),
+        str(threads),
+        json.dumps(PROMPT),
+    ]
     process = subprocess.run(argv, capture_output=True, text=True)
     if process.returncode != 0:
         return {"error": (process.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -219,12 +305,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="folder for checkpoints, exports and scale.json")
     parser.add_argument("--shapes", default=",".join(SHAPES), help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--precisions", default="fp32,int8,int4")
-    parser.add_argument("--code", type=Path, help="export with the checkout in this folder instead (e.g. an earlier commit)")
+    parser.add_argument(
+        "--code", type=Path, help="export with the checkout in this folder instead (e.g. an earlier commit)"
+    )
     parser.add_argument("--label", help="name of this code in the results (default: 'this' or the --code folder)")
     parser.add_argument("--no-decode", action="store_true", help="time exports only")
-    parser.add_argument("--keep", action="store_true", help="keep every exported folder (default: only each shape's last)")
-    parser.add_argument("--pytorch", default="auto",
-                        help="PyTorch dtypes to decode with, e.g. bfloat16 (auto: bf16, and fp32 if it fits in half the memory)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep every exported folder (default: only each shape's last)"
+    )
+    parser.add_argument(
+        "--pytorch",
+        default="auto",
+        help="PyTorch dtypes to decode with, e.g. bfloat16 (auto: bf16, and fp32 if it fits in half the memory)",
+    )
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -242,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
             entry["exports"][f"{label}/{precision}"] = figures
             print(f"  {figures}", file=sys.stderr, flush=True)
             if not args.no_decode and "error" not in figures:
-                entry["decode"][f"memgpt {precision}"] = measure_decode("memgpt", output, args.tokens, args.repeats, args.threads)
+                entry["decode"][f"memgpt {precision}"] = measure_decode(
+                    "memgpt", output, args.tokens, args.repeats, args.threads
+                )
                 print(f"  decode {entry['decode'][f'memgpt {precision}']}", file=sys.stderr, flush=True)
             results_path.write_text(json.dumps(results, indent=2))
             if not args.keep and precision != args.precisions.split(",")[-1] and output.is_dir():
@@ -251,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
             engines = ["bfloat16"] + (["float32"] if entry["parameters"] * 4 < physical_memory() / 2 else [])
             engines = engines if args.pytorch == "auto" else [e for e in args.pytorch.split(",") if e]
             for engine in engines:
-                entry["decode"][f"pytorch {engine}"] = measure_decode(engine, checkpoint, args.tokens, args.repeats, args.threads)
+                entry["decode"][f"pytorch {engine}"] = measure_decode(
+                    engine, checkpoint, args.tokens, args.repeats, args.threads
+                )
                 print(f"  decode pytorch {engine} {entry['decode'][f'pytorch {engine}']}", file=sys.stderr, flush=True)
         results_path.write_text(json.dumps(results, indent=2))
     print(table(results))
@@ -260,20 +357,31 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(results: dict) -> str:
     """The results as Markdown: one row per shape and export, decode ratios against the faster PyTorch."""
-    lines = ["| shape | parameters | code/precision | export, s (CPU s) | peak RSS, GB | folder, GB | load avg | decode, tok/s | vs PyTorch |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| shape | parameters | code/precision | export, s (CPU s) | peak RSS, GB | folder, GB | load avg | decode, tok/s | vs PyTorch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for shape, entry in results.items():
-        torch_speeds = [d["tokens_per_s"] for k, d in entry["decode"].items() if k.startswith("pytorch") and "tokens_per_s" in d]
+        torch_speeds = [
+            d["tokens_per_s"] for k, d in entry["decode"].items() if k.startswith("pytorch") and "tokens_per_s" in d
+        ]
         best = max(torch_speeds) if torch_speeds else None
         for key, figures in entry["exports"].items():
             decode = entry["decode"].get(f"memgpt {key.split('/')[-1]}", {}) if key.startswith("this/") else {}
             speed = decode.get("tokens_per_s")
-            cells = [shape, f"{entry['parameters'] / 1e9:.2f}B", key,
-                     f"{figures['seconds']:.0f} ({figures.get('cpu_seconds', 0):.0f})" if "seconds" in figures
-                     else figures.get("error", ""),
-                     f"{figures.get('peak_rss_gb', 0):.2f}", f"{figures.get('folder_gb', 0):.2f}",
-                     f"{figures['load_before']:.1f}-{figures['load_after']:.1f}" if "load_before" in figures else "",
-                     f"{speed:.2f}" if speed else "", f"{speed / best:.1f}x" if speed and best else ""]  # fmt: skip
+            cells = [
+                shape,
+                f"{entry['parameters'] / 1e9:.2f}B",
+                key,
+                f"{figures['seconds']:.0f} ({figures.get('cpu_seconds', 0):.0f})"
+                if "seconds" in figures
+                else figures.get("error", ""),
+                f"{figures.get('peak_rss_gb', 0):.2f}",
+                f"{figures.get('folder_gb', 0):.2f}",
+                f"{figures['load_before']:.1f}-{figures['load_after']:.1f}" if "load_before" in figures else "",
+                f"{speed:.2f}" if speed else "",
+                f"{speed / best:.1f}x" if speed and best else "",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
         for key, decode in entry["decode"].items():
             if key.startswith("pytorch") and "tokens_per_s" in decode:

@@ -21,21 +21,33 @@ from .models import BuildError
 from .suite import add_agreement, build_folder, plan, say
 
 DEFAULT_SETTINGS = {
-    "model": "marian", "repeats": 3, "warmup": 1, "new_tokens": 64, "beams": 4, "batch_size": 8,
-    "agreement_sources": 4, "timeout": 1200,
-}  # fmt: skip
+    "model": "marian",
+    "repeats": 3,
+    "warmup": 1,
+    "new_tokens": 64,
+    "beams": 4,
+    "batch_size": 8,
+    "agreement_sources": 4,
+    "timeout": 1200,
+}
 QUICK_SETTINGS = {**DEFAULT_SETTINGS, "model": "tiny-marian", "new_tokens": 16, "timeout": 300}
 MODEL_NAMES = {
     "marian": "Marian, random weights, opus-mt-en-de shape (d_model 512, 6 + 6 layers, 8 heads, FFN 2048, "
-              "vocabulary 58101)",
+    "vocabulary 58101)",
     "tiny-marian": "tiny random Marian (benchmarks/tiny_models.py: d_model 64, 2 + 2 layers)",
-}  # fmt: skip
+}
 ADAPTERS = ("torch_engine", "memgpt_engine")  # the engines with an encoder-decoder path
 WORKLOADS = ["translate", "beam", "batch"]
 
 
-def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec], quality: bool = True,
-             log_dir: Path | None = None) -> dict:  # fmt: skip
+def run_part(
+    settings: dict,
+    threads: int,
+    cache: Path,
+    engines: list[EngineSpec],
+    quality: bool = True,
+    log_dir: Path | None = None,
+) -> dict:
     """The encoder-decoder part's result: {"model", "settings", "inputs", "engines", ...} or a failed status."""
     began = time.perf_counter()
     cache = cache / settings["model"]
@@ -51,8 +63,14 @@ def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec
 
     lm = mr.load(fp32, threads=threads)
     inputs = prompts.make_seq2seq_inputs(lm.tokenizer, settings)
-    base_spec = {"threads": threads, "settings": settings, "inputs": inputs, "pad_id": lm.manifest.tokens.pad_token_id,
-                 "eos_ids": list(lm.manifest.tokens.eos_token_ids), "job": "seq2seq"}  # fmt: skip
+    base_spec = {
+        "threads": threads,
+        "settings": settings,
+        "inputs": inputs,
+        "pad_id": lm.manifest.tokens.pad_token_id,
+        "eos_ids": list(lm.manifest.tokens.eos_token_ids),
+        "job": "seq2seq",
+    }
 
     def artifact(engine: EngineSpec) -> dict[str, str]:
         built = hf if engine.adapter == "torch_engine" else _memgpt(settings, hf, cache, engine.precision)
@@ -63,8 +81,9 @@ def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec
     timed_began = time.perf_counter()
     say("encoder-decoder part ...")
     names = WORKLOADS + (["agreement"] if quality else [])
-    ran = interleave.run({engine.name: spec for engine, spec in runnable}, seq2seq_workloads.WORKLOADS, names,
-                         settings, log_dir, say)  # fmt: skip
+    ran = interleave.run(
+        {engine.name: spec for engine, spec in runnable}, seq2seq_workloads.WORKLOADS, names, settings, log_dir, say
+    )
     for engine, _ in runnable:
         entry = {**results[engine.name], **ran[engine.name]}
         continuations = (entry.get("workloads") or {}).pop("agreement", None)
@@ -76,8 +95,11 @@ def run_part(settings: dict, threads: int, cache: Path, engines: list[EngineSpec
     return {
         **part,
         "status": "ok",
-        "inputs": {"source": len(inputs["source"]), "batch": [len(r) for r in inputs["batch"]],
-                   "agreement": [len(r) for r in inputs["agreement"]]},  # fmt: skip
+        "inputs": {
+            "source": len(inputs["source"]),
+            "batch": [len(r) for r in inputs["batch"]],
+            "agreement": [len(r) for r in inputs["agreement"]],
+        },
         "build_seconds": round(build_seconds, 1),
         "run_seconds": round(time.perf_counter() - timed_began, 1),
         "engines": results,

@@ -28,8 +28,13 @@ from .clients import percentile, run_clients
 from .prompts import AGREEMENT_PROMPTS, BATCH_PROMPTS, CHAT_PROMPT
 
 CLIENTS = (1, 4, 8, 16)
-CHAT_TURNS = ["Tell me about lighthouses.", "Who keeps them running?", "What does a keeper do at night?",
-              "Was it a lonely job?", "Write a two-line poem about one."]  # fmt: skip
+CHAT_TURNS = [
+    "Tell me about lighthouses.",
+    "Who keeps them running?",
+    "What does a keeper do at night?",
+    "Was it a lonely job?",
+    "Write a two-line poem about one.",
+]
 
 
 @dataclass
@@ -172,7 +177,13 @@ def measure(folder: Path, rounds: int, new_tokens: int, threads: int, prefill_ch
     with Engine(lm, slots=16) as engine:
         serve(engine, prompts, 2, 2, 8)  # warm-up
         for r in range(rounds):
-            order = [("sequential", None), ("static", None), *(("served", c) for c in CLIENTS), ("chat", True), ("chat", False)]
+            order = [
+                ("sequential", None),
+                ("static", None),
+                *(("served", c) for c in CLIENTS),
+                ("chat", True),
+                ("chat", False),
+            ]
             for kind, arg in order if r % 2 == 0 else reversed(order):
                 if kind == "sequential":
                     figures["sequential"].append(one_after_another(lm, prompts[:8], new_tokens))
@@ -211,11 +222,15 @@ def measure(folder: Path, rounds: int, new_tokens: int, threads: int, prefill_ch
 
 
 def markdown(report: dict) -> str:
-    lines = [f"### {report['folder']} (prompt chunks of {report['prefill_chunk']})", "",
-             f"one after another (lm.generate): {report['sequential_tokens_per_s']:.1f} tok/s; "
-             f"static batch of 8: {report['static_batch_8_tokens_per_s']:.1f} tok/s", "",
-             "| clients | tok/s | vs 1 client | vs static batch 8 | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) | errors |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"### {report['folder']} (prompt chunks of {report['prefill_chunk']})",
+        "",
+        f"one after another (lm.generate): {report['sequential_tokens_per_s']:.1f} tok/s; "
+        f"static batch of 8: {report['static_batch_8_tokens_per_s']:.1f} tok/s",
+        "",
+        "| clients | tok/s | vs 1 client | vs static batch 8 | TTFT p50 / p95 (s) | ITL p50 / p95 (ms) | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c, s in report["served"].items():
         lines.append(
             f"| {c} | {s['tokens_per_s']:.1f} | {s['vs_one_client']:.2f}x | {s['vs_static_batch_8']:.2f}x | "
@@ -223,7 +238,9 @@ def markdown(report: dict) -> str:
         )
     for key, name in (("chat_ttft_reuse", "with prefix reuse"), ("chat_ttft_fresh", "without")):
         turns = ", ".join(f"{t:.3f}" for t in report[key])
-        lines.append(f"\nchat TTFT per turn {name} (s): {turns}; turn 5 / turn 1 = {report[key + '_turn5_vs_turn1']:.2f}")
+        lines.append(
+            f"\nchat TTFT per turn {name} (s): {turns}; turn 5 / turn 1 = {report[key + '_turn5_vs_turn1']:.2f}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64, help="tokens per answer (default 64)")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default 2)")
     parser.add_argument("--prefill-chunk", type=int, default=256, help="prompt chunk size (default 256)")
-    parser.add_argument("--soak", type=float, default=0, help="then 16 clients for this many seconds (default: no soak)")
+    parser.add_argument(
+        "--soak", type=float, default=0, help="then 16 clients for this many seconds (default: no soak)"
+    )
     parser.add_argument("--only-chat", action="store_true", help="only the chat-turn time to first token")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results") / time.strftime("served-%Y%m%d-%H%M%S"))
     args = parser.parse_args(argv)
@@ -249,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
                     runs[reuse].append(chat_ttft(lm, reuse, args.new_tokens))
             for reuse, values in runs.items():
                 turns = np.median(values, axis=0)
-                print(f"{folder} chat TTFT per turn {'with' if reuse else 'without'} prefix reuse (s): "
-                      f"{', '.join(f'{t:.3f}' for t in turns)}; turn 5 / turn 1 = {turns[-1] / turns[0]:.2f}", flush=True)
+                print(
+                    f"{folder} chat TTFT per turn {'with' if reuse else 'without'} prefix reuse (s): "
+                    f"{', '.join(f'{t:.3f}' for t in turns)}; turn 5 / turn 1 = {turns[-1] / turns[0]:.2f}",
+                    flush=True,
+                )
             continue
         report = measure(folder, args.rounds, args.new_tokens, args.threads, args.prefill_chunk)
         if args.soak:

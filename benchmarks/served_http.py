@@ -111,10 +111,18 @@ def messages(i: int) -> list[dict]:
     return [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
 
 
-def one_request(client, server: Server, i: int, new_tokens: int, stream: bool = True) -> tuple[float | None, float, int, str]:
+def one_request(
+    client, server: Server, i: int, new_tokens: int, stream: bool = True
+) -> tuple[float | None, float, int, str]:
     """(TTFT, latency, tokens, text) of request `i`."""
     sent = time.perf_counter()
-    options = dict(model="m", messages=messages(i), max_tokens=new_tokens, temperature=0, extra_body=server.exact_tokens(new_tokens))
+    options = dict(
+        model="m",
+        messages=messages(i),
+        max_tokens=new_tokens,
+        temperature=0,
+        extra_body=server.exact_tokens(new_tokens),
+    )
     if not stream:
         out = client.chat.completions.create(**options)
         return None, time.perf_counter() - sent, out.usage.completion_tokens, out.choices[0].message.content
@@ -153,7 +161,9 @@ def serve(server: Server, clients: int, requests: int, new_tokens: int, stream: 
                 run.latency.append(latency)
                 run.texts[i] = text
 
-    threads = [threading.Thread(target=client_loop, args=(server.client(),)) for _ in range(clients)]  # clients made untimed
+    threads = [
+        threading.Thread(target=client_loop, args=(server.client(),)) for _ in range(clients)
+    ]  # clients made untimed
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -204,8 +214,14 @@ def soak(server: Server, clients: int, seconds: float, new_tokens: int) -> dict:
             leave_after = int(rng.integers(1, new_tokens)) if rng.random() < 0.1 else None
             key = "finished"
             try:
-                stream = client.chat.completions.create(model="m", messages=messages(int(rng.integers(100))), max_tokens=new_tokens,
-                                                        temperature=0.8, seed=int(rng.integers(1 << 30)), stream=True)  # fmt: skip
+                stream = client.chat.completions.create(
+                    model="m",
+                    messages=messages(int(rng.integers(100))),
+                    max_tokens=new_tokens,
+                    temperature=0.8,
+                    seed=int(rng.integers(1 << 30)),
+                    stream=True,
+                )
                 for n, _ in enumerate(stream):
                     if leave_after is not None and n >= leave_after:
                         stream.close()
@@ -222,8 +238,15 @@ def soak(server: Server, clients: int, seconds: float, new_tokens: int) -> dict:
     time.sleep(1)
     text = server.metrics()
     running = next(float(line.split()[1]) for line in text.splitlines() if line.startswith("memgpt_requests_running "))
-    return {**counts, "seconds": seconds, "clients": clients, "rss_mb": mb, "running_after": running,
-            "rss_first_minute_mb": max(mb[:12]), "rss_last_minute_mb": max(mb[-12:])}  # fmt: skip
+    return {
+        **counts,
+        "seconds": seconds,
+        "clients": clients,
+        "rss_mb": mb,
+        "running_after": running,
+        "rss_first_minute_mb": max(mb[:12]),
+        "rss_last_minute_mb": max(mb[-12:]),
+    }
 
 
 def summary(runs: list[Run], baseline: float | None) -> dict:
@@ -237,7 +260,9 @@ def summary(runs: list[Run], baseline: float | None) -> dict:
             per[c] = {
                 "tokens_per_s": float(np.median(rates)),
                 "all_tokens_per_s": [round(x, 1) for x in rates],
-                "vs_one_client": float(np.median(np.array(rates) / np.array(ones))) if len(ones) == len(rates) else None,
+                "vs_one_client": float(np.median(np.array(rates) / np.array(ones)))
+                if len(ones) == len(rates)
+                else None,
                 "ttft_p50": percentile([x for r in mine for x in r.ttft], 50),
                 "ttft_p95": percentile([x for r in mine for x in r.ttft], 95),
                 "latency_p50": percentile([x for r in mine for x in r.latency], 50),
@@ -265,27 +290,39 @@ def same_as_alone(runs: list[Run], name: str) -> dict[int, str]:
 def report(result: dict) -> str:
     lines = []
     if "in_process_tokens_per_s" in result:
-        lines += [f"in-process `lm.generate`, one prompt after another: {result['in_process_tokens_per_s']:.1f} tok/s; one static "
-                  f"batch of 8: {result['static_batch_8_tokens_per_s']:.1f} tok/s ({result['static_batch_8_vs_in_process']:.2f}x)", ""]  # fmt: skip
+        lines += [
+            f"in-process `lm.generate`, one prompt after another: {result['in_process_tokens_per_s']:.1f} tok/s; one static "
+            f"batch of 8: {result['static_batch_8_tokens_per_s']:.1f} tok/s ({result['static_batch_8_vs_in_process']:.2f}x)",
+            "",
+        ]
     one = result.get("memgpt_one_client_non_streamed")
     if one:
-        lines.append(f"memgpt, one client, not streamed: {one:.1f} tok/s ({result['overhead_ratio_non_streamed']:.2f}x in-process, "
-                     f"median of per-round ratios); streamed: {result.get('overhead_ratio_streamed', float('nan')):.2f}x in-process")  # fmt: skip
+        lines.append(
+            f"memgpt, one client, not streamed: {one:.1f} tok/s ({result['overhead_ratio_non_streamed']:.2f}x in-process, "
+            f"median of per-round ratios); streamed: {result.get('overhead_ratio_streamed', float('nan')):.2f}x in-process"
+        )
         lines.append("")
     if result.get("summary"):
-        lines += ["| server | clients | tok/s | vs 1 client | TTFT p50 / p95 (s) | latency p50 / p95 (s) | same as alone | errors |",
-                  "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "| server | clients | tok/s | vs 1 client | TTFT p50 / p95 (s) | latency p50 / p95 (s) | same as alone | errors |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
     for name, per in result.get("summary", {}).items():
         equal = result["same_as_alone"].get(name, {})
         for c, s in per.items():
             ratio = f"{s['vs_one_client']:.2f}x" if s["vs_one_client"] else "-"
-            lines.append(f"| {name} | {c} | {s['tokens_per_s']:.1f} | {ratio} | {s['ttft_p50']:.3f} / {s['ttft_p95']:.3f} | "
-                         f"{s['latency_p50']:.2f} / {s['latency_p95']:.2f} | {equal.get(c, equal.get(str(c), '-'))} | {s['errors']} |")  # fmt: skip
+            lines.append(
+                f"| {name} | {c} | {s['tokens_per_s']:.1f} | {ratio} | {s['ttft_p50']:.3f} / {s['ttft_p95']:.3f} | "
+                f"{s['latency_p50']:.2f} / {s['latency_p95']:.2f} | {equal.get(c, equal.get(str(c), '-'))} | {s['errors']} |"
+            )
     if "soak" in result:
         s = result["soak"]
-        lines += ["", f"soak: {s['clients']} streaming clients for {s['seconds']:.0f} s: {s['finished']} finished, {s['left']} left "
-                      f"early, {s['errors_5xx']} 5xx, {s['errors_other']} other errors; running after: {s['running_after']:.0f}; "
-                      f"server RSS max first minute {s['rss_first_minute_mb']} MB, last minute {s['rss_last_minute_mb']} MB"]  # fmt: skip
+        lines += [
+            "",
+            f"soak: {s['clients']} streaming clients for {s['seconds']:.0f} s: {s['finished']} finished, {s['left']} left "
+            f"early, {s['errors_5xx']} 5xx, {s['errors_other']} other errors; running after: {s['running_after']:.0f}; "
+            f"server RSS max first minute {s['rss_first_minute_mb']} MB, last minute {s['rss_last_minute_mb']} MB",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -335,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", type=float, default=0.0, help="seconds of the soak run (0 = none)")
     parser.add_argument("--soak-clients", type=int, default=16)
     parser.add_argument("--soak-only", action="store_true", help="only the soak run (memgpt only, no workload)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / time.strftime("served-http-%Y%m%d-%H%M%S"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / time.strftime("served-http-%Y%m%d-%H%M%S"),
+    )
     args = parser.parse_args(argv)
     args.folder, args.out = args.folder.resolve(), args.out.resolve()
     args.gguf = args.gguf.resolve() if args.gguf else None
@@ -344,16 +385,67 @@ def main(argv: list[str] | None = None) -> int:
 
     servers = []
     port = free_port()
-    servers.append(Server("memgpt", [sys.executable, "-m", "memgpt_runtime.cli", "serve", str(args.folder), "--port", str(port),
-                                     "--threads", str(args.threads), "--max-batch", str(args.slots), "--max-queue", "256", "--model-name", "m",
-                                     "--log-level", "warning"], port, lambda n: {"min_tokens": n}, args.out / "memgpt.log"))  # fmt: skip
+    servers.append(
+        Server(
+            "memgpt",
+            [
+                sys.executable,
+                "-m",
+                "memgpt_runtime.cli",
+                "serve",
+                str(args.folder),
+                "--port",
+                str(port),
+                "--threads",
+                str(args.threads),
+                "--max-batch",
+                str(args.slots),
+                "--max-queue",
+                "256",
+                "--model-name",
+                "m",
+                "--log-level",
+                "warning",
+            ],
+            port,
+            lambda n: {"min_tokens": n},
+            args.out / "memgpt.log",
+        )
+    )
     if args.llama_server and not args.soak_only:
         port = free_port()
-        servers.append(Server("llama-server", [str(args.llama_server), "-m", str(args.gguf), "--host", "127.0.0.1", "--port", str(port),
-                                               "-np", "8", "-c", "16384", "-t", str(args.threads), "--log-disable"], port,
-                              lambda n: {"ignore_eos": True}, args.out / "llama-server.log"))  # fmt: skip
-    result: dict = {"folder": str(args.folder), "gguf": str(args.gguf) if args.gguf else None, "threads": args.threads,
-                    "requests": args.requests, "new_tokens": args.new_tokens, "rounds": args.rounds}  # fmt: skip
+        servers.append(
+            Server(
+                "llama-server",
+                [
+                    str(args.llama_server),
+                    "-m",
+                    str(args.gguf),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "-np",
+                    "8",
+                    "-c",
+                    "16384",
+                    "-t",
+                    str(args.threads),
+                    "--log-disable",
+                ],
+                port,
+                lambda n: {"ignore_eos": True},
+                args.out / "llama-server.log",
+            )
+        )
+    result: dict = {
+        "folder": str(args.folder),
+        "gguf": str(args.gguf) if args.gguf else None,
+        "threads": args.threads,
+        "requests": args.requests,
+        "new_tokens": args.new_tokens,
+        "rounds": args.rounds,
+    }
     runs: list[Run] = []
     try:
         for s in servers:

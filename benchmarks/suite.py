@@ -26,14 +26,35 @@ from .models import BuildError
 from .worker import error_line
 
 DEFAULT_SETTINGS = {
-    "model": "default", "repeats": 3, "warmup": 1, "prefill_tokens": 512, "decode_new": 128, "beams": 4,
-    "beam_new": 64, "batch_size": 8, "batch_new": 64, "steps_new": 512, "agreement_new": 128,
-    "agreement_prompts": 5, "ppl_tokens": None, "timeout": 1200,
-}  # fmt: skip
+    "model": "default",
+    "repeats": 3,
+    "warmup": 1,
+    "prefill_tokens": 512,
+    "decode_new": 128,
+    "beams": 4,
+    "beam_new": 64,
+    "batch_size": 8,
+    "batch_new": 64,
+    "steps_new": 512,
+    "agreement_new": 128,
+    "agreement_prompts": 5,
+    "ppl_tokens": None,
+    "timeout": 1200,
+}
 QUICK_SETTINGS = {
-    **DEFAULT_SETTINGS, "model": "tiny", "prefill_tokens": 64, "decode_new": 16, "beam_new": 8, "batch_size": 4,
-    "batch_new": 8, "steps_new": 32, "agreement_new": 16, "agreement_prompts": 3, "ppl_tokens": 128, "timeout": 300,
-}  # fmt: skip
+    **DEFAULT_SETTINGS,
+    "model": "tiny",
+    "prefill_tokens": 64,
+    "decode_new": 16,
+    "beam_new": 8,
+    "batch_size": 4,
+    "batch_new": 8,
+    "steps_new": 32,
+    "agreement_new": 16,
+    "agreement_prompts": 3,
+    "ppl_tokens": 128,
+    "timeout": 300,
+}
 MODEL_NAMES = {"default": "SmolLM2-135M-Instruct", "tiny": "tiny random Llama (benchmarks/tiny_models.py)"}
 SPEED_WORKLOADS = ["prefill", "greedy", "beam", "batch", "steps"]
 INSTALL_HINTS = {"llama_cpp": "pip install llama-cpp-python", "onnxruntime_genai": "pip install onnxruntime-genai"}
@@ -43,8 +64,14 @@ def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpec] | None = None,
-              quality: bool = True, log_dir: Path | None = None) -> dict:  # fmt: skip
+def run_suite(
+    settings: dict,
+    threads: int,
+    cache: Path,
+    engines: list[EngineSpec] | None = None,
+    quality: bool = True,
+    log_dir: Path | None = None,
+) -> dict:
     """The decoder-only suite's result; BenchError (exit code 1) when the memgpt fp32 folder, whose tokenizer
     makes every engine's inputs, cannot be built."""
     engines = engines or ENGINES
@@ -53,20 +80,30 @@ def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpe
     cache.mkdir(parents=True, exist_ok=True)
     log_dir = log_dir or cache
     try:
-        fp32 = build_folder(cache, "memgpt-fp32", lambda: models.build_memgpt(settings["model"], _hf(cache, settings), cache / "memgpt-fp32", "fp32"))
+        fp32 = build_folder(
+            cache,
+            "memgpt-fp32",
+            lambda: models.build_memgpt(settings["model"], _hf(cache, settings), cache / "memgpt-fp32", "fp32"),
+        )
     except BuildError as exc:
         from .errors import BenchError
 
-        raise BenchError(f"cannot build the memgpt fp32 model, which tokenizes every prompt: {exc}", exit_code=1) from None
+        raise BenchError(
+            f"cannot build the memgpt fp32 model, which tokenizes every prompt: {exc}", exit_code=1
+        ) from None
     import memgpt_runtime as mr
 
     lm = mr.load(fp32, threads=threads)
     inputs = prompts.make_inputs(lm.tokenizer, settings)
     base_spec = {
-        "threads": threads, "settings": settings, "inputs": inputs, "pad_id": lm.manifest.tokens.pad_token_id,
-        "eos_ids": list(lm.manifest.tokens.eos_token_ids), "context": lm.manifest.context_length,
+        "threads": threads,
+        "settings": settings,
+        "inputs": inputs,
+        "pad_id": lm.manifest.tokens.pad_token_id,
+        "eos_ids": list(lm.manifest.tokens.eos_token_ids),
+        "context": lm.manifest.context_length,
         "free_pad_id": prompts.free_token_id(inputs, lm.manifest.vocab_size),
-    }  # fmt: skip
+    }
     results, runnable = plan(engines, base_spec, lambda engine: _artifact(engine, settings, cache, log_dir))
     build_seconds = time.perf_counter() - began
     say(f"models ready in {build_seconds:.0f}s; running {len(runnable)} engines with {threads} threads")
@@ -78,7 +115,9 @@ def run_suite(settings: dict, threads: int, cache: Path, engines: list[EngineSpe
         if quality and entry["status"] == "ok":
             say(f"{engine.name}: quality ...")
             q = run_worker({**spec, "job": "quality"}, settings["timeout"], log_dir, engine)
-            entry["quality"] = q.get("quality") if q["status"] == "ok" else {"status": "failed", "error": q.get("error")}
+            entry["quality"] = (
+                q.get("quality") if q["status"] == "ok" else {"status": "failed", "error": q.get("error")}
+            )
         results[engine.name] = entry
     add_agreement(results)
     return {
@@ -97,8 +136,12 @@ def header(threads: int) -> dict:
     return {
         "threads": threads,
         "baseline": BASELINE,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},  # fmt: skip
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -110,8 +153,9 @@ class Skipped(Exception):
     """The engine does not apply to this model; the message says why."""
 
 
-def plan(engines: list[EngineSpec], base_spec: dict, artifact: Callable[[EngineSpec], dict[str, str]]
-         ) -> tuple[dict[str, dict], list[tuple[EngineSpec, dict]]]:  # fmt: skip
+def plan(
+    engines: list[EngineSpec], base_spec: dict, artifact: Callable[[EngineSpec], dict[str, str]]
+) -> tuple[dict[str, dict], list[tuple[EngineSpec, dict]]]:
     """Each engine's first result ("skipped", "failed", or "pending" with its size on disk), and the worker spec of
     each engine that can run. `artifact(engine)` gives the paths its worker loads ({"folder" or "gguf",
     "model_path"}), or raises Skipped or models.BuildError."""
@@ -120,7 +164,10 @@ def plan(engines: list[EngineSpec], base_spec: dict, artifact: Callable[[EngineS
     for engine in engines:
         missing = missing_module(engine)
         if missing:
-            results[engine.name] = {"status": "skipped", "reason": f"not installed ({INSTALL_HINTS.get(missing, missing)})"}
+            results[engine.name] = {
+                "status": "skipped",
+                "reason": f"not installed ({INSTALL_HINTS.get(missing, missing)})",
+            }
             continue
         try:
             paths = artifact(engine)
@@ -155,19 +202,25 @@ def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) ->
     if engine.adapter == "llamacpp_engine":
         gguf = models.default_gguf() if model == "default" else None
         if gguf is None:
-            raise Skipped("no GGUF file for this model" if model != "default" else "the default model's GGUF is not installed")
+            raise Skipped(
+                "no GGUF file for this model" if model != "default" else "the default model's GGUF is not installed"
+            )
         return {"gguf": str(gguf), "model_path": str(gguf)}
     if engine.adapter == "torch_engine":
         built = build_folder(cache, "hf", lambda: _hf(cache, settings))
     elif engine.adapter == "memgpt_engine":
         name = f"memgpt-{engine.precision}"
-        built = build_folder(cache, name, lambda: models.build_memgpt(model, _hf(cache, settings), cache / name, engine.precision))
+        built = build_folder(
+            cache, name, lambda: models.build_memgpt(model, _hf(cache, settings), cache / name, engine.precision)
+        )
     elif engine.adapter == "optimum_engine":
         built = build_folder(cache, "optimum", lambda: models.build_optimum(_hf(cache, settings), cache / "optimum"))
     elif engine.adapter == "genai_engine":
         name = f"genai-{engine.precision}"
         log = log_dir / "genai-build.log"
-        built = build_folder(cache, name, lambda: models.build_genai(_hf(cache, settings), cache / name, engine.precision, log))
+        built = build_folder(
+            cache, name, lambda: models.build_genai(_hf(cache, settings), cache / name, engine.precision, log)
+        )
     else:
         raise BuildError(f"unknown adapter {engine.adapter}")
     return {"folder": str(built), "model_path": str(built)}
@@ -182,8 +235,14 @@ def run_worker(spec: dict, timeout: float, log_dir: Path, engine: EngineSpec) ->
         spec_path.write_text(json.dumps(spec))
         try:
             with open(log, "w") as out:
-                subprocess.run([sys.executable, "-m", "benchmarks.worker", str(spec_path), str(result_path)],
-                               cwd=models.REPO, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)  # fmt: skip
+                subprocess.run(
+                    [sys.executable, "-m", "benchmarks.worker", str(spec_path), str(result_path)],
+                    cwd=models.REPO,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                )
         except subprocess.TimeoutExpired:
             return {"status": "failed", "error": f"timed out after {timeout:.0f}s"}
         if result_path.is_file():

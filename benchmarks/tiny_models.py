@@ -194,13 +194,22 @@ def _train_sentencepiece(lines: list[str], specials: list[str], vocab_size: int)
 
     import sentencepiece as spm
 
-    ids = {name: specials.index(token) if token in specials else -1
-           for name, token in (("pad_id", "<pad>"), ("eos_id", "</s>"), ("unk_id", "<unk>"))}
+    ids = {
+        name: specials.index(token) if token in specials else -1
+        for name, token in (("pad_id", "<pad>"), ("eos_id", "</s>"), ("unk_id", "<unk>"))
+    }
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines * 4), model_writer=model, vocab_size=vocab_size, model_type="unigram",
-        character_coverage=1.0, bos_id=-1, hard_vocab_limit=False, minloglevel=2, **ids,
-    )  # fmt: skip
+        sentence_iterator=iter(lines * 4),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+        **ids,
+    )
     return model.getvalue()
 
 
@@ -211,9 +220,13 @@ def _unigram_tokenizer(specials: list[str], vocab_size: int = 320):
     import sentencepiece as spm
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    sp = spm.SentencePieceProcessor(model_proto=_train_sentencepiece(_SEQ2SEQ_CORPUS + _GERMAN_CORPUS, specials, vocab_size))
-    pieces = [(sp.id_to_piece(i), 0.0 if sp.is_control(i) or sp.is_unknown(i) else sp.get_score(i))
-              for i in range(sp.get_piece_size())]
+    sp = spm.SentencePieceProcessor(
+        model_proto=_train_sentencepiece(_SEQ2SEQ_CORPUS + _GERMAN_CORPUS, specials, vocab_size)
+    )
+    pieces = [
+        (sp.id_to_piece(i), 0.0 if sp.is_control(i) or sp.is_unknown(i) else sp.get_score(i))
+        for i in range(sp.get_piece_size())
+    ]
     tok = Tokenizer(models.Unigram(pieces, unk_id=specials.index("<unk>"), byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
@@ -236,8 +249,9 @@ def build_t5_tokenizer():
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", T5_EOS_ID)]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_input_names=SEQ2SEQ_INPUTS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_input_names=SEQ2SEQ_INPUTS
+    )
 
 
 def build_bart_tokenizer():
@@ -249,16 +263,26 @@ def build_bart_tokenizer():
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE - 1, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )  # fmt: skip
+        vocab_size=VOCAB_SIZE - 1,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(_SEQ2SEQ_CORPUS * 4, trainer=trainer)
     tok.add_special_tokens(["<mask>"])
     _check_size(tok, VOCAB_SIZE)
-    tok.post_processor = processors.RobertaProcessing(sep=("</s>", BART_EOS_ID), cls=("<s>", BART_BOS_ID),
-                                                      trim_offsets=False, add_prefix_space=False)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
-                                   unk_token="<unk>", mask_token="<mask>", model_input_names=SEQ2SEQ_INPUTS)
+    tok.post_processor = processors.RobertaProcessing(
+        sep=("</s>", BART_EOS_ID), cls=("<s>", BART_BOS_ID), trim_offsets=False, add_prefix_space=False
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_input_names=SEQ2SEQ_INPUTS,
+    )
 
 
 def build_marian_sentencepiece_tokenizer(folder: Path):
@@ -281,8 +305,13 @@ def build_marian_sentencepiece_tokenizer(folder: Path):
         pieces += [p for p in map(processor.id_to_piece, range(processor.get_piece_size())) if p not in pieces]
     pieces.append("<pad>")
     (folder / "vocab.json").write_text(json.dumps({p: i for i, p in enumerate(pieces)}, ensure_ascii=False))
-    return MarianTokenizer(str(folder / "source.spm"), str(folder / "target.spm"), str(folder / "vocab.json"),
-                           source_lang="en", target_lang="de")
+    return MarianTokenizer(
+        str(folder / "source.spm"),
+        str(folder / "target.spm"),
+        str(folder / "vocab.json"),
+        source_lang="en",
+        target_lang="de",
+    )
 
 
 def build_marian_tokenizer():
@@ -296,8 +325,9 @@ def build_marian_tokenizer():
     tok.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A $B </s>", special_tokens=[("</s>", MARIAN_EOS_ID)]
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                                   model_input_names=SEQ2SEQ_INPUTS)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_input_names=SEQ2SEQ_INPUTS
+    )
 
 
 def _randomize_biases(model, std: float = 0.1) -> None:
@@ -318,11 +348,22 @@ def build_tiny_t5(folder: Path, seed: int = 4) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_t5_tokenizer()
     config = T5Config(
-        vocab_size=T5_VOCAB_SIZE, d_model=64, d_kv=8, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
-        relative_attention_num_buckets=8, relative_attention_max_distance=32, feed_forward_proj="relu",
-        pad_token_id=T5_PAD_ID, eos_token_id=T5_EOS_ID, decoder_start_token_id=T5_PAD_ID, tie_word_embeddings=True,
+        vocab_size=T5_VOCAB_SIZE,
+        d_model=64,
+        d_kv=8,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj="relu",
+        pad_token_id=T5_PAD_ID,
+        eos_token_id=T5_EOS_ID,
+        decoder_start_token_id=T5_PAD_ID,
+        tie_word_embeddings=True,
         initializer_factor=2.0,  # at 1.0 the untrained model predicts the same token after every source
-    )  # fmt: skip
+    )
     model = T5ForConditionalGeneration(config).eval()
     gen = GenerationConfig(decoder_start_token_id=T5_PAD_ID, eos_token_id=T5_EOS_ID, pad_token_id=T5_PAD_ID)
     return _save(model, tokenizer, gen, folder)
@@ -336,19 +377,38 @@ def build_tiny_bart(folder: Path, seed: int = 7) -> Path:
     torch.manual_seed(seed)
     tokenizer = build_bart_tokenizer()
     config = BartConfig(
-        vocab_size=len(tokenizer), d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128,
-        bos_token_id=BART_BOS_ID, pad_token_id=BART_PAD_ID, eos_token_id=BART_EOS_ID,
-        decoder_start_token_id=BART_EOS_ID, forced_eos_token_id=BART_EOS_ID,
+        vocab_size=len(tokenizer),
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=128,
+        bos_token_id=BART_BOS_ID,
+        pad_token_id=BART_PAD_ID,
+        eos_token_id=BART_EOS_ID,
+        decoder_start_token_id=BART_EOS_ID,
+        forced_eos_token_id=BART_EOS_ID,
         init_std=0.3,  # at 0.02 the untrained model predicts EOS after every source
-    )  # fmt: skip
+    )
     model = BartForConditionalGeneration(config).eval()
     _randomize_biases(model)
     gen = GenerationConfig(  # facebook/bart-large-cnn's generation config, with small lengths
-        bos_token_id=BART_BOS_ID, pad_token_id=BART_PAD_ID, eos_token_id=BART_EOS_ID,
-        decoder_start_token_id=BART_EOS_ID, forced_bos_token_id=BART_BOS_ID, forced_eos_token_id=BART_EOS_ID,
-        num_beams=4, length_penalty=2.0, no_repeat_ngram_size=3, early_stopping=True, min_length=4, max_length=24,
-    )  # fmt: skip
+        bos_token_id=BART_BOS_ID,
+        pad_token_id=BART_PAD_ID,
+        eos_token_id=BART_EOS_ID,
+        decoder_start_token_id=BART_EOS_ID,
+        forced_bos_token_id=BART_BOS_ID,
+        forced_eos_token_id=BART_EOS_ID,
+        num_beams=4,
+        length_penalty=2.0,
+        no_repeat_ngram_size=3,
+        early_stopping=True,
+        min_length=4,
+        max_length=24,
+    )
     return _save(model, tokenizer, gen, folder)
 
 
@@ -364,16 +424,34 @@ def build_tiny_marian(folder: Path, seed: int = 8, sentencepiece: bool = False) 
     tokenizer = build_marian_sentencepiece_tokenizer(folder) if sentencepiece else build_marian_tokenizer()
     pad = tokenizer.pad_token_id
     config = MarianConfig(
-        vocab_size=len(tokenizer), decoder_vocab_size=len(tokenizer), d_model=64, encoder_layers=2,
-        decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=128,
-        decoder_ffn_dim=128, max_position_embeddings=128, activation_function="swish", scale_embedding=True,
-        pad_token_id=pad, eos_token_id=MARIAN_EOS_ID, decoder_start_token_id=pad, forced_eos_token_id=MARIAN_EOS_ID,
+        vocab_size=len(tokenizer),
+        decoder_vocab_size=len(tokenizer),
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=128,
+        activation_function="swish",
+        scale_embedding=True,
+        pad_token_id=pad,
+        eos_token_id=MARIAN_EOS_ID,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=MARIAN_EOS_ID,
         init_std=0.3,  # at 0.02 the untrained model repeats one token whatever the source
-    )  # fmt: skip
+    )
     model = MarianMTModel(config).eval()
     _randomize_biases(model)
     gen = GenerationConfig(  # Helsinki-NLP/opus-mt-*'s generation config, with a small max_length
-        bos_token_id=MARIAN_EOS_ID, pad_token_id=pad, eos_token_id=MARIAN_EOS_ID, decoder_start_token_id=pad,
-        forced_eos_token_id=MARIAN_EOS_ID, bad_words_ids=[[pad]], num_beams=4, max_length=32,
-    )  # fmt: skip
+        bos_token_id=MARIAN_EOS_ID,
+        pad_token_id=pad,
+        eos_token_id=MARIAN_EOS_ID,
+        decoder_start_token_id=pad,
+        forced_eos_token_id=MARIAN_EOS_ID,
+        bad_words_ids=[[pad]],
+        num_beams=4,
+        max_length=32,
+    )
     return _save(model, tokenizer, gen, folder)

@@ -45,8 +45,12 @@ def load(spec: dict):
     before = rss_mb()
     start = time.perf_counter()
     engine = adapter.load(spec)
-    return engine, {"status": "ok", "load_seconds": time.perf_counter() - start, "rss_before_load_mb": before,
-                    "rss_after_load_mb": rss_mb()}  # fmt: skip
+    return engine, {
+        "status": "ok",
+        "load_seconds": time.perf_counter() - start,
+        "rss_before_load_mb": before,
+        "rss_after_load_mb": rss_mb(),
+    }
 
 
 def run(spec: dict) -> dict:

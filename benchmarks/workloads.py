@@ -82,8 +82,12 @@ def greedy_figures(runs: list, n: int) -> dict:
 
 def batch_figures(seconds: list[float], rows: int, n: int) -> dict:
     """The figures of repeated batched generations of `n` tokens per row: wall time and new tokens/s."""
-    return {"rows": rows, "new_tokens": n, "seconds": stats(seconds),
-            "tokens_per_second": stats([rows * n / x for x in seconds])}  # fmt: skip
+    return {
+        "rows": rows,
+        "new_tokens": n,
+        "seconds": stats(seconds),
+        "tokens_per_second": stats([rows * n / x for x in seconds]),
+    }
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,11 @@ class Steps(Workload):
     def summarize(self, runs: list, inputs: dict, settings: dict) -> dict:
         wall, stamps, _ = runs[0]
         latencies = np.diff([0.0, *stamps]) * 1000  # (new,) ms; the first is the prefill
-        return {"prompt_tokens": len(inputs[self.prompt]), "seconds": wall, "latency_ms": [round(x, 3) for x in latencies]}
+        return {
+            "prompt_tokens": len(inputs[self.prompt]),
+            "seconds": wall,
+            "latency_ms": [round(x, 3) for x in latencies],
+        }
 
 
 SPEED: dict[str, Workload] = {

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 
-def export_model(model: str | None = None, output: str | Path = "model", quantize: str = "fp32",
-                 force: bool = False, **kwargs: Any) -> Path:
+def export_model(
+    model: str | None = None, output: str | Path = "model", quantize: str = "fp32", force: bool = False, **kwargs: Any
+) -> Path:
     """Export MODEL (None = default SmolLM2-135M-Instruct, a hub id, a folder or a .gguf) into `output`."""
     from .pipeline import export_model as run
 

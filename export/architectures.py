@@ -103,8 +103,19 @@ def _bart_cross(model: Any) -> list[tuple[Any, Any]]:
     return [(layer.encoder_attn.k_proj, layer.encoder_attn.v_proj) for layer in model.model.decoder.layers]
 
 
-FUSED_TYPES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "granite", "olmo2", "gemma", "gemma2", "gemma3_text",
-               "stablelm")  # families.py's recipes: the fused graph (optimum's for a config it refuses)
+FUSED_TYPES = (
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "phi3",
+    "granite",
+    "olmo2",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "stablelm",
+)  # families.py's recipes: the fused graph (optimum's for a config it refuses)
 ARCHITECTURES = (
     Architecture("fused", FUSED_TYPES, _llama_shape),
     Architecture("gpt2", ("gpt2",), _gpt2_shape),
@@ -126,9 +137,11 @@ def traced_model_types() -> list[str]:
         return []
     supported = TasksManager._LIBRARY_TO_SUPPORTED_MODEL_TYPES.get("transformers", {})
     listed = {t for arch in ARCHITECTURES for t in arch.model_types}
-    return sorted(t for t, tasks in supported.items()
-                  if "text-generation-with-past" in tasks.get("onnx", {}) and t not in listed
-                  and t not in ENCODER_DECODER_TYPES)  # fmt: skip
+    return sorted(
+        t
+        for t, tasks in supported.items()
+        if "text-generation-with-past" in tasks.get("onnx", {}) and t not in listed and t not in ENCODER_DECODER_TYPES
+    )
 
 
 ENCODER_DECODER_TYPES = ("bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart", "pegasus")
@@ -138,6 +151,7 @@ TRACED = Architecture("optimum", (), lambda config: _traced_shape(config))
 def _traced_shape(config: Any) -> ModelShape:
     """A traced model's layers, context and vocabulary from the usual config names. Its KV heads and head size are
     left 0: optimum's graph says them (onnx_graph.read_decoder_graph), whatever each family's config calls them."""
+
     def first(*names: str) -> Any:
         return next((getattr(config, n) for n in names if getattr(config, n, None) is not None), None)
 

@@ -44,8 +44,9 @@ class Blockwise:
         return w.reshape(self.n, -1)[:, : self.k]
 
 
-def quantize(w: np.ndarray, bits: int, block_size: int = 32, method: str = "rtn",
-             importance: np.ndarray | None = None) -> Blockwise:  # fmt: skip
+def quantize(
+    w: np.ndarray, bits: int, block_size: int = 32, method: str = "rtn", importance: np.ndarray | None = None
+) -> Blockwise:
     """Quantize a (N, K) weight with `method` "rtn" or "searched"; `importance` (K,) >= 0 weighs "searched"."""
     if method not in ("rtn", "searched"):
         raise ValueError(f"method must be 'rtn' or 'searched', got {method!r}")
@@ -55,8 +56,14 @@ def quantize(w: np.ndarray, bits: int, block_size: int = 32, method: str = "rtn"
 
         n, k_blocks, _ = blocks.shape
         codes, scale, zero = rtn_blocks(np.ascontiguousarray(blocks).reshape(-1, block_size), 2**bits - 1)
-        return pack(codes.reshape(blocks.shape), scale.reshape(n, k_blocks), zero.reshape(n, k_blocks), bits,
-                    block_size, w.shape[1])  # fmt: skip
+        return pack(
+            codes.reshape(blocks.shape),
+            scale.reshape(n, k_blocks),
+            zero.reshape(n, k_blocks),
+            bits,
+            block_size,
+            w.shape[1],
+        )
     else:
         scale, zero = search_scale_zero(blocks, 2**bits - 1, _block_weights(importance, w.shape[1], block_size))
     codes = block_codes(blocks, scale, zero, 2**bits - 1)
@@ -89,7 +96,9 @@ def search_scale_zero(blocks: np.ndarray, top: int, weights: np.ndarray) -> tupl
     n, k_blocks, size = blocks.shape
     flat = np.ascontiguousarray(blocks, np.float32).reshape(-1, size)  # (N * k_blocks, block)
     w = np.ascontiguousarray(np.broadcast_to(weights, (weights.shape[0], k_blocks, size)), np.float32).reshape(-1, size)
-    scales, zeros = search_blocks(flat, w, np.array(SHRINKS, np.float32), np.array(SHIFTS, np.float32), REFINE_STEPS, top)
+    scales, zeros = search_blocks(
+        flat, w, np.array(SHRINKS, np.float32), np.array(SHIFTS, np.float32), REFINE_STEPS, top
+    )
     return scales.reshape(n, k_blocks), zeros.reshape(n, k_blocks)
 
 
@@ -115,7 +124,9 @@ def pack(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int, bloc
         zp = zero[:, 0::2] | (zero[:, 1::2] << 4)
     else:
         raise ValueError(f"bits must be 4 or 8, got {bits}")
-    return Blockwise(bits, block_size, n, k, np.ascontiguousarray(packed), scale.astype(np.float32), np.ascontiguousarray(zp))
+    return Blockwise(
+        bits, block_size, n, k, np.ascontiguousarray(packed), scale.astype(np.float32), np.ascontiguousarray(zp)
+    )
 
 
 def unpack_codes(packed: np.ndarray, bits: int) -> np.ndarray:

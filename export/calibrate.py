@@ -20,7 +20,8 @@ activations and needs text enough to span them (docs/quantization.md). This file
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +33,15 @@ PROTOBUF_LIMIT = 2**31 - 1  # bytes; onnxruntime takes an in-memory model only b
 FOLD_EVERY = 32  # steps of activations kept before they are folded into the Gram matrices (memory against speed)
 
 
-def input_grams(proto: Any, nodes: list[str], full: Iterable[str] = (), ids: list[int] | None = None,
-                tokens: int = CALIBRATION_TOKENS, sequences: int = CALIBRATION_SEQUENCES, seed: int = SEED
-                ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
+def input_grams(
+    proto: Any,
+    nodes: list[str],
+    full: Iterable[str] = (),
+    ids: list[int] | None = None,
+    tokens: int = CALIBRATION_TOKENS,
+    sequences: int = CALIBRATION_SEQUENCES,
+    seed: int = SEED,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Per node in `nodes`: the float64 X^T X / positions of its input over the calibration text, (K, K) for the
     nodes in `full` and its diagonal (K,) (each input channel's mean square) for the others; and a note.
 
@@ -57,14 +64,25 @@ def input_grams(proto: Any, nodes: list[str], full: Iterable[str] = (), ids: lis
         note: dict[str, Any] = {"source": "given token ids", "tokens": len(ids)}
     else:
         text = np.full((sequences, tokens), START_TOKEN, np.int64)  # (rows, length), filled as we sample
-        note = {"source": "text sampled from the fp32 model", "seed": seed, "start_token": START_TOKEN,
-                "sequences": sequences, "tokens": sequences * tokens}  # fmt: skip
+        note = {
+            "source": "text sampled from the fp32 model",
+            "seed": seed,
+            "start_token": START_TOKEN,
+            "sequences": sequences,
+            "tokens": sequences * tokens,
+        }
     grams = _run_text(session, cache, text, tensors, whole, None if ids is not None else np.random.default_rng(seed))
     return {node: grams[tensor] for node, tensor in by_node.items()}, note
 
 
-def _run_text(session: Any, cache: "_CacheProtocol", text: np.ndarray, tensors: list[str], whole: set[str],
-              rng: np.random.Generator | None) -> dict[str, np.ndarray]:  # fmt: skip
+def _run_text(
+    session: Any,
+    cache: _CacheProtocol,
+    text: np.ndarray,
+    tensors: list[str],
+    whole: set[str],
+    rng: np.random.Generator | None,
+) -> dict[str, np.ndarray]:
     """Step through `text` (rows, length) one token per row at a time, sampling position t + 1 when `rng` is given.
 
     Returns the Gram matrix of each of `tensors` over every position of every row: whole for those in `whole`,
@@ -109,8 +127,12 @@ class _CacheProtocol:
         self.presents = [name.replace("past_key_values", "present") for name in self.pasts]
 
     def empty(self, rows: int, length: int) -> dict[str, np.ndarray]:
-        return {name: np.zeros((rows, self.dims[name][1], length if self.shared else 0, self.dims[name][3]),
-                               self.dtypes[name]) for name in self.pasts}  # fmt: skip
+        return {
+            name: np.zeros(
+                (rows, self.dims[name][1], length if self.shared else 0, self.dims[name][3]), self.dtypes[name]
+            )
+            for name in self.pasts
+        }
 
     def feeds(self, ids: np.ndarray, t: int) -> dict[str, np.ndarray]:
         """Feeds (caches aside) of one step: (rows, 1) ids at position t."""
@@ -135,7 +157,7 @@ def _session_with_outputs(proto: Any, tensors: list[str]) -> Any:
     try:
         return _session(proto)
     finally:
-        del graph.output[len(graph.output) - len(tensors):]  # subtle: the caller's proto keeps its own outputs
+        del graph.output[len(graph.output) - len(tensors) :]  # subtle: the caller's proto keeps its own outputs
 
 
 def _session(proto: Any) -> Any:
@@ -143,8 +165,9 @@ def _session(proto: Any) -> Any:
 
     from memgpt_runtime.session import make_session_options
 
-    return ort.InferenceSession(proto.SerializeToString(), sess_options=make_session_options(),
-                                providers=["CPUExecutionProvider"])  # fmt: skip
+    return ort.InferenceSession(
+        proto.SerializeToString(), sess_options=make_session_options(), providers=["CPUExecutionProvider"]
+    )
 
 
 def _cache_protocol(proto: Any) -> _CacheProtocol | None:

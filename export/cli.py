@@ -25,8 +25,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", nargs="?", default=None, metavar="MODEL", help="hub id, model folder or .gguf file")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (must be empty or new)")
-    parser.add_argument("--quantize", choices=SCHEMES, default="fp32", help="weight precision (default: fp32); gguf keeps a .gguf file's own codes")
-    parser.add_argument("--force", action="store_true", help="replace DIR if it holds an earlier export (never other files)")
+    parser.add_argument(
+        "--quantize",
+        choices=SCHEMES,
+        default="fp32",
+        help="weight precision (default: fp32); gguf keeps a .gguf file's own codes",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace DIR if it holds an earlier export (never other files)"
+    )
     parser.set_defaults(func=run)
 
 

@@ -23,8 +23,14 @@ from .graph_spec import DecoderGraph
 CALIBRATION_FILE = "calibration.onnx"  # the draft's nodes with the weights' inputs as outputs; its weights stay put
 
 
-def calibrate_on_draft(draft: Path, decoder: DecoderGraph, inputs: dict[str, str], full: tuple[str, ...], precision: str,
-                       text: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray]:  # fmt: skip
+def calibrate_on_draft(
+    draft: Path,
+    decoder: DecoderGraph,
+    inputs: dict[str, str],
+    full: tuple[str, ...],
+    precision: str,
+    text: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray]:
     """Per node of `inputs` (node -> the tensor it multiplies): X^T X / positions of that tensor over the text, the
     whole (K, K) matrix for the nodes in `full`, its diagonal (K,) for the others; the note for the manifest; and
     the text (rows, tokens) it ran: sampled from the draft (named `precision` in the note), or `text` as given."""
@@ -38,8 +44,13 @@ def calibrate_on_draft(draft: Path, decoder: DecoderGraph, inputs: dict[str, str
     if rng is None:
         note: dict[str, Any] = {"source": "given token ids", "tokens": rows * tokens}
     else:
-        note = {"source": f"text sampled from the {precision} model", "seed": SEED, "start_token": START_TOKEN,
-                "sequences": rows, "tokens": rows * tokens}  # fmt: skip
+        note = {
+            "source": f"text sampled from the {precision} model",
+            "seed": SEED,
+            "start_token": START_TOKEN,
+            "sequences": rows,
+            "tokens": rows * tokens,
+        }
     return {node: grams[tensor] for node, tensor in inputs.items()}, note, text
 
 
@@ -58,8 +69,14 @@ def _session_with_inputs(draft: Path, tensors: list[str]) -> Any:
     return ort.InferenceSession(str(path), sess_options=make_session_options(), providers=["CPUExecutionProvider"])
 
 
-def _run(session: Any, decoder: DecoderGraph, text: np.ndarray, tensors: list[str], whole: set[str],
-         rng: np.random.Generator | None) -> dict[str, np.ndarray]:  # fmt: skip
+def _run(
+    session: Any,
+    decoder: DecoderGraph,
+    text: np.ndarray,
+    tensors: list[str],
+    whole: set[str],
+    rng: np.random.Generator | None,
+) -> dict[str, np.ndarray]:
     """Step through `text` (rows, length), one token per row at a time, sampling position t + 1 when `rng` is given
     (as calibrate._run_text); the Gram matrix (or its diagonal) of each of `tensors` over every position."""
     graph, kv = decoder.graph, decoder.kv_cache
@@ -86,7 +103,7 @@ def _run(session: Any, decoder: DecoderGraph, text: np.ndarray, tensors: list[st
         binding.bind_cpu_input(graph.total_sequence_length, np.array(t + 1, np.int32))
         binding.bind_cpu_input(graph.last_index, last)
         session.run_with_iobinding(binding)
-        seen = binding.get_outputs()[-len(tensors):] if tensors else []
+        seen = binding.get_outputs()[-len(tensors) :] if tensors else []
         for name, value in zip(tensors, seen):
             x = value.numpy()
             x = x.reshape(-1, x.shape[-1])  # (rows, K): this step's input of the node

@@ -27,9 +27,18 @@ def enable_every_position(proto: Any) -> int | None:
     if "last_index" not in inputs:
         return None
     producers = {out: node for node in graph.node for out in node.output}
-    gather = next((n for n in graph.node if n.op_type == "GatherND" and len(n.input) == 2
-                   and producers.get(n.input[1]) is not None and producers[n.input[1]].op_type == "Unsqueeze"
-                   and producers[n.input[1]].input[0] == "last_index"), None)  # fmt: skip
+    gather = next(
+        (
+            n
+            for n in graph.node
+            if n.op_type == "GatherND"
+            and len(n.input) == 2
+            and producers.get(n.input[1]) is not None
+            and producers[n.input[1]].op_type == "Unsqueeze"
+            and producers[n.input[1]].input[0] == "last_index"
+        ),
+        None,
+    )
     if gather is None:
         return None
     stream, index = gather.input
@@ -44,11 +53,18 @@ def enable_every_position(proto: Any) -> int | None:
     one = helper.make_node("GatherND", [stream, index], ["x"], name="every_position/last", batch_dims=1)
     nodes = [
         helper.make_node("ReduceMin", ["last_index"], ["every_position/min"], name="every_position/min", keepdims=0),
-        helper.make_node("Less", ["every_position/min", "every_position/zero"], ["every_position/all"],
-                         name="every_position/all"),
-        helper.make_node("If", ["every_position/all"], [picked], name="every_position",
-                         then_branch=branch("every_position_then", every), else_branch=branch("every_position_else", one)),
-    ]  # fmt: skip
+        helper.make_node(
+            "Less", ["every_position/min", "every_position/zero"], ["every_position/all"], name="every_position/all"
+        ),
+        helper.make_node(
+            "If",
+            ["every_position/all"],
+            [picked],
+            name="every_position",
+            then_branch=branch("every_position_then", every),
+            else_branch=branch("every_position_else", one),
+        ),
+    ]
     graph.initializer.append(helper.make_tensor("every_position/zero", TensorProto.INT64, [], [0]))
     for output in graph.output:
         if output.name == "logits":  # (rows, vocab): batch rows, or batch * sequence rows

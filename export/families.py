@@ -15,8 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-FUSED_ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
-                     "gelu_fast": "gelu_tanh", "gelu": "gelu"}  # fmt: skip
+FUSED_ACTIVATIONS = {
+    "silu": "silu",
+    "swish": "silu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu": "gelu",
+}
 STATIC_ROPE = ("default", "linear", "llama3", "yarn")  # tables that do not depend on the sequence length
 
 
@@ -165,33 +171,54 @@ def _phi3(config: Any) -> DecoderRecipe:
 def _granite(config: Any) -> DecoderRecipe:
     # granite/modeling_granite.py: embeddings * embedding_multiplier, attention scale = attention_multiplier,
     # each branch * residual_multiplier, logits / logits_scaling
-    return _base(config, "granite", scale=float(config.attention_multiplier),
-                 embed_scale=float(config.embedding_multiplier), residual_scale=float(config.residual_multiplier),
-                 logits_scale=1.0 / float(config.logits_scaling))  # fmt: skip
+    return _base(
+        config,
+        "granite",
+        scale=float(config.attention_multiplier),
+        embed_scale=float(config.embedding_multiplier),
+        residual_scale=float(config.residual_multiplier),
+        logits_scale=1.0 / float(config.logits_scaling),
+    )
 
 
 def _olmo2(config: Any) -> DecoderRecipe:
     # olmo2/modeling_olmo2.py: norms after attention and MLP only; q and k normed over all heads at once
-    return _base(config, "olmo2", norms=Norms(attn_in=None, attn_out="post_attention_layernorm", mlp_in=None,
-                                              mlp_out="post_feedforward_layernorm"), qk_norm="all")  # fmt: skip
+    return _base(
+        config,
+        "olmo2",
+        norms=Norms(
+            attn_in=None, attn_out="post_attention_layernorm", mlp_in=None, mlp_out="post_feedforward_layernorm"
+        ),
+        qk_norm="all",
+    )
 
 
-_SANDWICH = Norms("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm")
+_SANDWICH = Norms(
+    "input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"
+)
 
 
 def _gemma(config: Any) -> DecoderRecipe:
     # gemma/modeling_gemma.py: RMS norms of weight (1 + w), embeddings * sqrt(hidden), tanh-GELU MLP
-    return _base(config, "gemma", norm_offset=1.0, embed_scale=config.hidden_size**0.5,
-                 activation=_activation(config.hidden_act))  # fmt: skip
+    return _base(
+        config, "gemma", norm_offset=1.0, embed_scale=config.hidden_size**0.5, activation=_activation(config.hidden_act)
+    )
 
 
 def _gemma2(config: Any) -> DecoderRecipe:
     # gemma2/modeling_gemma2.py: norms before and after both branches, scale query_pre_attn_scalar ** -0.5,
     # attention and final logit soft-capping, sliding and global layers (layer_types)
-    return _base(config, "gemma2", norms=_SANDWICH, norm_offset=1.0, embed_scale=config.hidden_size**0.5,
-                 activation=_activation(config.hidden_activation), scale=config.query_pre_attn_scalar**-0.5,
-                 softcap=float(config.attn_logit_softcapping or 0.0),
-                 final_softcap=float(config.final_logit_softcapping or 0.0))  # fmt: skip
+    return _base(
+        config,
+        "gemma2",
+        norms=_SANDWICH,
+        norm_offset=1.0,
+        embed_scale=config.hidden_size**0.5,
+        activation=_activation(config.hidden_activation),
+        scale=config.query_pre_attn_scalar**-0.5,
+        softcap=float(config.attn_logit_softcapping or 0.0),
+        final_softcap=float(config.final_logit_softcapping or 0.0),
+    )
 
 
 def _gemma3(config: Any) -> DecoderRecipe:
@@ -206,19 +233,34 @@ def _gemma3(config: Any) -> DecoderRecipe:
     local.rope_theta = config.rope_local_base_freq
     local.rope_scaling = {"rope_type": "default"}
     rotary = tuple("local" if kind == "sliding_attention" else "global" for kind in config.layer_types)
-    return _base(config, "gemma3", norms=_SANDWICH, norm_offset=1.0, embed_scale=config.hidden_size**0.5,
-                 activation=_activation(config.hidden_activation), scale=config.query_pre_attn_scalar**-0.5,
-                 final_softcap=float(config.final_logit_softcapping or 0.0), qk_norm="head", rotary=rotary,
-                 rotary_configs={"global": config, "local": local})  # fmt: skip
+    return _base(
+        config,
+        "gemma3",
+        norms=_SANDWICH,
+        norm_offset=1.0,
+        embed_scale=config.hidden_size**0.5,
+        activation=_activation(config.hidden_activation),
+        scale=config.query_pre_attn_scalar**-0.5,
+        final_softcap=float(config.final_logit_softcapping or 0.0),
+        qk_norm="head",
+        rotary=rotary,
+        rotary_configs={"global": config, "local": local},
+    )
 
 
 def _stablelm(config: Any) -> DecoderRecipe:
     # stablelm/modeling_stablelm.py: LayerNorm with bias, partial rotary, optional q|k|v bias, optional LayerNorm
     # per head on q and k (each head its own weight), optional parallel residual (no post-attention norm)
     norms = Norms("input_layernorm", None, None if config.use_parallel_residual else "post_attention_layernorm", None)
-    return _base(config, "stablelm", norms=norms, norm_kind="layer", eps=float(config.layer_norm_eps),
-                 parallel=bool(config.use_parallel_residual),
-                 qk_norm="layer_per_head" if config.qk_layernorm else None)  # fmt: skip
+    return _base(
+        config,
+        "stablelm",
+        norms=norms,
+        norm_kind="layer",
+        eps=float(config.layer_norm_eps),
+        parallel=bool(config.use_parallel_residual),
+        qk_norm="layer_per_head" if config.qk_layernorm else None,
+    )
 
 
 RECIPES: dict[str, Callable[[Any], DecoderRecipe]] = {

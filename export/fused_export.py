@@ -23,10 +23,10 @@ import numpy as np
 
 from memgpt_runtime.manifest import Manifest
 
+from .draft_calibration import calibrate_on_draft
 from .families import DecoderRecipe, recipe_for
 from .fused_graph import FloatPrecision, FusedDecoder
 from .graph_builder import ExternalStore, GraphBuilder
-from .draft_calibration import calibrate_on_draft
 from .manifest_builder import build_manifest
 from .onnx_graph import EXTERNAL_DATA_FILE, MODEL_FILE, DecoderGraph
 from .progress import Progress
@@ -39,11 +39,14 @@ from .validate import Case, measure_quantized, torch_logits, validate_fp32, vali
 from .weights import Weights
 
 PROGRESS_LINES = 8  # per-layer progress lines of the longest step
-INLINE_LIMIT = 2**30  # bytes of weights up to which the graph is one file, as before streaming (SmolLM2-135M fp32: 0.5 GB)
+INLINE_LIMIT = (
+    2**30
+)  # bytes of weights up to which the graph is one file, as before streaming (SmolLM2-135M fp32: 0.5 GB)
 
 
-def export_fused(loaded: LoadedModel, weights: Weights, scheme: str, staging: Path, work: Path,
-                 progress: Progress) -> Manifest:  # fmt: skip
+def export_fused(
+    loaded: LoadedModel, weights: Weights, scheme: str, staging: Path, work: Path, progress: Progress
+) -> Manifest:
     """Export a fused-graph family streamed from `weights` into `staging` (scratch in `work`); the manifest."""
     recipe = recipe_for(loaded.config)
     plan = plan_validation(weights, recipe.num_layers)
@@ -71,8 +74,9 @@ def export_fused(loaded: LoadedModel, weights: Weights, scheme: str, staging: Pa
     else:
         grams = None
         if plan.fp32_graph == "whole" or scheme == "int4":
-            grams, calibration, text = draft_steps(recipe, weights, plan, scheme, work, cases, references, validation,
-                                                   progress)  # fmt: skip
+            grams, calibration, text = draft_steps(
+                recipe, weights, plan, scheme, work, cases, references, validation, progress
+            )
         with progress.step(f"quantize to {scheme} layer by layer"):
             path, decoder, precision = write_quantized(recipe, weights, work / "final", scheme, grams, progress)
     if scheme != "fp32" or plan.fp32_graph == "truncated":
@@ -91,9 +95,17 @@ def export_fused(loaded: LoadedModel, weights: Weights, scheme: str, staging: Pa
     return manifest
 
 
-def draft_steps(recipe: DecoderRecipe, weights: Weights, plan: ValidationPlan, scheme: str, work: Path,
-                cases: list[Case], references: Any, validation: dict[str, Any], progress: Progress
-                ) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None, np.ndarray | None]:  # fmt: skip
+def draft_steps(
+    recipe: DecoderRecipe,
+    weights: Weights,
+    plan: ValidationPlan,
+    scheme: str,
+    work: Path,
+    cases: list[Case],
+    references: Any,
+    validation: dict[str, Any],
+    progress: Progress,
+) -> tuple[dict[str, np.ndarray] | None, dict[str, Any] | None, np.ndarray | None]:
     """Write the draft graph, validate it when it is the whole fp32 graph (into `validation`), calibrate int4 on
     it, and delete it; returns int4's statistics, their note and the calibration text (None for int8)."""
     draft = draft_precision(weights, plan)
@@ -125,8 +137,9 @@ def draft_precision(weights: Weights, plan: ValidationPlan) -> str:
     return "int8" if weights.parameter_count() <= DRAFT_INT8_SHARE * physical_memory() else "int4"
 
 
-def write_graph(recipe: DecoderRecipe, weights: Weights, folder: Path, precision: Any, inline: bool = True
-                ) -> tuple[Path, DecoderGraph, dict[str, str]]:  # fmt: skip
+def write_graph(
+    recipe: DecoderRecipe, weights: Weights, folder: Path, precision: Any, inline: bool = True
+) -> tuple[Path, DecoderGraph, dict[str, str]]:
     """Write the whole graph with `precision` into folder/model.onnx (+ .data); weights streamed to disk. Returns
     the path, the runtime's names, and each weight node's input tensor (what calibration measures)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,9 +153,14 @@ def write_graph(recipe: DecoderRecipe, weights: Weights, folder: Path, precision
     return _save(g, store, folder, inline), decoder.decoder_graph(ids, last), decoder.linear_inputs
 
 
-def write_quantized(recipe: DecoderRecipe, weights: Weights, folder: Path, scheme: str,
-                    grams: dict[str, np.ndarray] | None, progress: Progress | None = None
-                    ) -> tuple[Path, DecoderGraph, QuantizedPrecision]:  # fmt: skip
+def write_quantized(
+    recipe: DecoderRecipe,
+    weights: Weights,
+    folder: Path,
+    scheme: str,
+    grams: dict[str, np.ndarray] | None,
+    progress: Progress | None = None,
+) -> tuple[Path, DecoderGraph, QuantizedPrecision]:
     """The int8/int4 graph, layer by layer; int4 weighs each weight's rounding by `grams` (draft_calibration.py)."""
     folder.mkdir(parents=True, exist_ok=True)
     store = ExternalStore(folder / EXTERNAL_DATA_FILE)
@@ -185,7 +203,9 @@ def place(path: Path, staging: Path) -> str:
     return path.name
 
 
-def whole_references(loaded: LoadedModel, weights: Weights, plan: ValidationPlan, cases: list[Case]) -> list[np.ndarray]:
+def whole_references(
+    loaded: LoadedModel, weights: Weights, plan: ValidationPlan, cases: list[Case]
+) -> list[np.ndarray]:
     """PyTorch logits of every case from the whole model in the plan's dtype (the model is freed after)."""
     import torch
 
@@ -194,8 +214,9 @@ def whole_references(loaded: LoadedModel, weights: Weights, plan: ValidationPlan
     return _logits_and_free(model_from_weights(loaded.config, weights, torch.bfloat16), cases)
 
 
-def check_truncated(loaded: LoadedModel, recipe: DecoderRecipe, weights: Weights, plan: ValidationPlan,
-                    cases: list[Case], work: Path) -> dict[str, Any]:  # fmt: skip
+def check_truncated(
+    loaded: LoadedModel, recipe: DecoderRecipe, weights: Weights, plan: ValidationPlan, cases: list[Case], work: Path
+) -> dict[str, Any]:
     """The fp32 graph of the first and last layers against the same truncated model in PyTorch fp32."""
     config = truncated_config(loaded.config, plan.layers)
     subset = LayerSubset(weights, plan.layers)
@@ -206,8 +227,15 @@ def check_truncated(loaded: LoadedModel, recipe: DecoderRecipe, weights: Weights
     return report
 
 
-def measure_truncated(loaded: LoadedModel, weights: Weights, plan: ValidationPlan, cases: list[Case], scheme: str,
-                      text: np.ndarray | None, work: Path) -> dict[str, Any]:  # fmt: skip
+def measure_truncated(
+    loaded: LoadedModel,
+    weights: Weights,
+    plan: ValidationPlan,
+    cases: list[Case],
+    scheme: str,
+    text: np.ndarray | None,
+    work: Path,
+) -> dict[str, Any]:
     """The export's precision on the truncated copy (int4 calibrated on the whole model's text) against PyTorch."""
     config = truncated_config(loaded.config, plan.layers)
     subset = LayerSubset(weights, plan.layers)
@@ -218,8 +246,9 @@ def measure_truncated(loaded: LoadedModel, weights: Weights, plan: ValidationPla
     else:
         grams = None
         if scheme == "int4":  # calibrated on the text the whole model wrote, read by an int8 draft of the copy
-            draft, draft_decoder, inputs = write_graph(small, subset, work / "truncated-draft",
-                                                       QuantizedPrecision("int8", draft_bits=8), inline=False)  # fmt: skip
+            draft, draft_decoder, inputs = write_graph(
+                small, subset, work / "truncated-draft", QuantizedPrecision("int8", draft_bits=8), inline=False
+            )
             grams, _, _ = calibrate_on_draft(draft, draft_decoder, inputs, (HEAD,), "int8", text)
             shutil.rmtree(draft.parent)
         path, decoder, _ = write_quantized(small, subset, work / "truncated", scheme, grams)

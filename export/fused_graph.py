@@ -99,10 +99,19 @@ class FusedDecoder:
         return last, "logits"
 
     def decoder_graph(self, ids: str, last: str) -> DecoderGraph:
-        graph = GraphSpec(input_ids=ids, attention_mask=None, position_ids=None, logits="logits",
-                          seqlens_k=self.seqlens, total_sequence_length=self.total, last_index=last)  # fmt: skip
+        graph = GraphSpec(
+            input_ids=ids,
+            attention_mask=None,
+            position_ids=None,
+            logits="logits",
+            seqlens_k=self.seqlens,
+            total_sequence_length=self.total,
+            last_index=last,
+        )
         r = self.recipe
-        kv = KVCacheSpec("shared", self.layers, r.kv_heads, r.head_size, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE)
+        kv = KVCacheSpec(
+            "shared", self.layers, r.kv_heads, r.head_size, PAST_KEY, PAST_VALUE, PRESENT_KEY, PRESENT_VALUE
+        )
         return DecoderGraph(graph, kv, r.vocab_size)
 
     # one decoder layer
@@ -126,10 +135,20 @@ class FusedDecoder:
         present = [PRESENT_KEY.format(i=i), PRESENT_VALUE.format(i=i)]
         cos, sin = self._rotary(r.rotary[source])
         window = r.windows[source]
-        attn = g.node("GroupQueryAttention", [*qkv_inputs, *past, self.seqlens, self.total, cos, sin],
-                      [n + "attn/out", *present], name=n + "attn", domain=MS_DOMAIN, num_heads=r.heads,
-                      kv_num_heads=r.kv_heads, do_rotary=1, rotary_interleaved=0, scale=float(r.attention_scale),
-                      softcap=float(r.softcap), local_window_size=int(window) if window else -1)[0]  # fmt: skip
+        attn = g.node(
+            "GroupQueryAttention",
+            [*qkv_inputs, *past, self.seqlens, self.total, cos, sin],
+            [n + "attn/out", *present],
+            name=n + "attn",
+            domain=MS_DOMAIN,
+            num_heads=r.heads,
+            kv_num_heads=r.kv_heads,
+            do_rotary=1,
+            rotary_interleaved=0,
+            scale=float(r.attention_scale),
+            softcap=float(r.softcap),
+            local_window_size=int(window) if window else -1,
+        )[0]
         for name in present:
             g.output(name, np.float32, _cache_dims(r))
         out = self.precision.linear(g, attn, n + "o_proj", *self._scaled(p + "self_attn.o_proj"))
@@ -199,7 +218,9 @@ class FusedDecoder:
     def _stream(self) -> str:
         """The residual stream as one tensor (adds the pending branch)."""
         if self.carry is not None:
-            self.residual = self.g.one("Add", [self.carry, self.residual], name=f"residual_{self.layers}_{len(self.g.nodes)}")
+            self.residual = self.g.one(
+                "Add", [self.carry, self.residual], name=f"residual_{self.layers}_{len(self.g.nodes)}"
+            )
             self.carry = None
         return self.residual
 
@@ -215,11 +236,23 @@ class FusedDecoder:
         normed, summed = f"{name}/out", f"{name}/sum"
         if self.recipe.norm_kind == "layer":
             b = g.constant(f"{name}.bias", bias if bias is not None else np.zeros_like(weight))
-            g.node("SkipLayerNormalization", [self.carry, self.residual, w, b], [normed, "", "", summed], name=name,
-                   domain=MS_DOMAIN, epsilon=eps)  # fmt: skip
+            g.node(
+                "SkipLayerNormalization",
+                [self.carry, self.residual, w, b],
+                [normed, "", "", summed],
+                name=name,
+                domain=MS_DOMAIN,
+                epsilon=eps,
+            )
         else:
-            g.node("SkipSimplifiedLayerNormalization", [self.carry, self.residual, w], [normed, "", "", summed],
-                   name=name, domain=MS_DOMAIN, epsilon=eps)  # fmt: skip
+            g.node(
+                "SkipSimplifiedLayerNormalization",
+                [self.carry, self.residual, w],
+                [normed, "", "", summed],
+                name=name,
+                domain=MS_DOMAIN,
+                epsilon=eps,
+            )
         self.carry, self.residual = None, summed
         return normed
 
@@ -252,9 +285,13 @@ class FusedDecoder:
             normed = self._norm_node(per_head, *self._norm_weights(f"{p}self_attn.{which}_norm"), name)
         else:  # StableLM: a LayerNorm per head, each with its own weight (and no bias)
             ones = np.ones(r.head_size, np.float32)
-            plain = g.one("LayerNormalization", [per_head, g.constant(f"{name}.ones", ones),
-                                                 g.constant(f"{name}.zeros", np.zeros_like(ones))],
-                          name=name, axis=-1, epsilon=eps)  # fmt: skip
+            plain = g.one(
+                "LayerNormalization",
+                [per_head, g.constant(f"{name}.ones", ones), g.constant(f"{name}.zeros", np.zeros_like(ones))],
+                name=name,
+                axis=-1,
+                epsilon=eps,
+            )
             module = f"{p}self_attn.{which}_layernorm.norms"
             weight = np.stack([self.weights.get(f"{module}.{h}.weight") for h in range(heads)])  # (heads, head_size)
             normed = g.one("Mul", [plain, g.constant(f"{name}.weight", weight)], name=f"{name}.scale")
@@ -262,9 +299,14 @@ class FusedDecoder:
 
     def _rotary(self, table: str) -> tuple[str, str]:
         if table not in self._tables:
-            cos, sin = rotary_tables(self.recipe.rotary_configs[table], self.recipe.head_size, self.recipe.context_length)
+            cos, sin = rotary_tables(
+                self.recipe.rotary_configs[table], self.recipe.head_size, self.recipe.context_length
+            )
             suffix = "" if table == "default" else f".{table}"
-            self._tables[table] = (self.g.constant(f"rotary.cos{suffix}", cos), self.g.constant(f"rotary.sin{suffix}", sin))
+            self._tables[table] = (
+                self.g.constant(f"rotary.cos{suffix}", cos),
+                self.g.constant(f"rotary.sin{suffix}", sin),
+            )
         return self._tables[table]
 
 
@@ -289,8 +331,9 @@ def rotary_tables(config: Any, head_size: int, positions: int) -> tuple[np.ndarr
     return cos.numpy().astype(np.float32), sin.numpy().astype(np.float32)
 
 
-def build_fused_graph(recipe: DecoderRecipe, weights: Weights, g: GraphBuilder | None = None,
-                      precision: Any = None) -> tuple[Any, DecoderGraph]:  # fmt: skip
+def build_fused_graph(
+    recipe: DecoderRecipe, weights: Weights, g: GraphBuilder | None = None, precision: Any = None
+) -> tuple[Any, DecoderGraph]:
     """The whole fused graph (embeddings, every layer, last-position head); the proto and its runtime names."""
     g = g or GraphBuilder("memgpt-fused-decoder")
     decoder = FusedDecoder(recipe, weights, g, precision)

@@ -14,8 +14,8 @@ This file reads bytes only; `gguf_quantize.py` builds the graph.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -48,11 +48,12 @@ class ExactBlocks:
             w = w + self.minimums[:, :, None]
         return w.reshape(rows, k)
 
-    def take(self, rows: np.ndarray) -> "ExactBlocks":
+    def take(self, rows: np.ndarray) -> ExactBlocks:
         """The same format restricted to `rows` (in that order)."""
         minimums = None if self.minimums is None else self.minimums[rows]
-        return ExactBlocks(self.type_name, self.bits, self.block_size, self.zero_point, self.codes[rows],
-                           self.scales[rows], minimums)  # fmt: skip
+        return ExactBlocks(
+            self.type_name, self.bits, self.block_size, self.zero_point, self.codes[rows], self.scales[rows], minimums
+        )
 
 
 def decodable(type_name: str) -> bool:
@@ -70,8 +71,15 @@ def decode(type_name: str, data: np.ndarray) -> ExactBlocks:
     def flat(a: np.ndarray | None, dtype) -> np.ndarray | None:
         return None if a is None else np.ascontiguousarray(a.reshape(rows, -1), dtype)
 
-    return ExactBlocks(type_name, bits, block_size, zero, flat(codes, np.uint8).reshape(rows, k),
-                       flat(scales, np.float32), flat(minimums, np.float32))  # fmt: skip
+    return ExactBlocks(
+        type_name,
+        bits,
+        block_size,
+        zero,
+        flat(codes, np.uint8).reshape(rows, k),
+        flat(scales, np.float32),
+        flat(minimums, np.float32),
+    )
 
 
 def _f16(b: np.ndarray) -> np.ndarray:
@@ -163,7 +171,9 @@ def _q2_k(b):  # 16 bytes of 4-bit scale|minimum pairs, 64 bytes of 2-bit codes,
     return 4, 16, 0, codes, d * (s & 0x0F).astype(np.float32), -(dmin * (s >> 4).astype(np.float32))
 
 
-def _q3_k(b):  # 32 bytes high-bit mask, 64 bytes of 2-bit codes, 12 bytes of 6-bit scales, d; w = d*(sc-32)*q, q in -4..3
+def _q3_k(
+    b,
+):  # 32 bytes high-bit mask, 64 bytes of 2-bit codes, 12 bytes of 6-bit scales, d; w = d*(sc-32)*q, q in -4..3
     lead = b.shape[:-1]
     hmask, qs, s = b[..., 0:32], b[..., 32:96], b[..., 96:108]
     low = (s[..., 0:8].reshape(*lead, 1, 8) >> np.array([0, 4], np.uint8).reshape(2, 1)).reshape(*lead, 16)
@@ -176,6 +186,14 @@ def _q3_k(b):  # 32 bytes high-bit mask, 64 bytes of 2-bit codes, 12 bytes of 6-
 
 
 _DECODERS: dict[str, tuple[Callable, int]] = {  # type -> (decoder, bytes per block)
-    "Q4_0": (_q4_0, 18), "Q4_1": (_q4_1, 20), "Q5_0": (_q5_0, 22), "Q5_1": (_q5_1, 24), "Q8_0": (_q8_0, 34),
-    "Q2_K": (_q2_k, 84), "Q3_K": (_q3_k, 110), "Q4_K": (_q4_k, 144), "Q5_K": (_q5_k, 176), "Q6_K": (_q6_k, 210),
-}  # fmt: skip
+    "Q4_0": (_q4_0, 18),
+    "Q4_1": (_q4_1, 20),
+    "Q5_0": (_q5_0, 22),
+    "Q5_1": (_q5_1, 24),
+    "Q8_0": (_q8_0, 34),
+    "Q2_K": (_q2_k, 84),
+    "Q3_K": (_q3_k, 110),
+    "Q4_K": (_q4_k, 144),
+    "Q5_K": (_q5_k, 176),
+    "Q6_K": (_q6_k, 210),
+}

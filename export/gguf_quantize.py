@@ -31,8 +31,18 @@ from memgpt_runtime.errors import ExportError
 
 from .blockwise import pack
 from .gguf_blocks import ExactBlocks, decodable, decode
-from .quantize import (ACCURACY_LEVEL, _FLOATS, _name_unnamed_nodes, _quantize_embeddings, _replace_with_matmul_nbits,
-                       _rewrite, fold_transposed_weights, lm_head, split_gemms, weight_matmuls)  # fmt: skip
+from .quantize import (
+    _FLOATS,
+    ACCURACY_LEVEL,
+    _name_unnamed_nodes,
+    _quantize_embeddings,
+    _replace_with_matmul_nbits,
+    _rewrite,
+    fold_transposed_weights,
+    lm_head,
+    split_gemms,
+    weight_matmuls,
+)
 
 SCHEME = "gguf"
 FALLBACK = "int8"  # what a weight the file cannot give exactly becomes: 8-bit round-to-nearest (quantize.py)
@@ -111,8 +121,10 @@ def quantize_gguf(proto: Any, gguf_path: str | Path) -> tuple[Any, dict[str, Any
             fallback[node.name] = why
             return None
         nodes, new = _matmul_nodes(node, runs)
-        kept[node.name] = {"gguf": sorted({rows.names[t] for run in runs for t, _ in run[1]}),
-                           "formats": [_describe(blocks) for blocks, _ in runs]}  # fmt: skip
+        kept[node.name] = {
+            "gguf": sorted({rows.names[t] for run in runs for t, _ in run[1]}),
+            "formats": [_describe(blocks) for blocks, _ in runs],
+        }
         return nodes, node.input[1], new
 
     _rewrite_many(proto, swap)
@@ -122,7 +134,9 @@ def quantize_gguf(proto: Any, gguf_path: str | Path) -> tuple[Any, dict[str, Any
     tables = _quantize_embeddings(proto)  # the tables the file does not hold exactly: 8-bit, as int8 does
     left = [name for name in weight_matmuls(proto) if not name.endswith(MINIMUMS_SUFFIX)]
     if left:
-        raise ExportError(f"gguf quantization left {len(left)} float weight MatMul(s) (e.g. {left[:1]}); please report it")
+        raise ExportError(
+            f"gguf quantization left {len(left)} float weight MatMul(s) (e.g. {left[:1]}); please report it"
+        )
     return proto, _description(targets, head, kept, fallback, blocks, embeddings, tables, tensors, Path(gguf_path))
 
 
@@ -158,8 +172,15 @@ def _gather(rows: GGUFRows, places: list[tuple[int, int]]) -> ExactBlocks:
             start = end
     first = parts[0]
     minimums = None if first.minimums is None else np.concatenate([p.minimums for p in parts])
-    return ExactBlocks(first.type_name, first.bits, first.block_size, first.zero_point,
-                       np.concatenate([p.codes for p in parts]), np.concatenate([p.scales for p in parts]), minimums)  # fmt: skip
+    return ExactBlocks(
+        first.type_name,
+        first.bits,
+        first.block_size,
+        first.zero_point,
+        np.concatenate([p.codes for p in parts]),
+        np.concatenate([p.scales for p in parts]),
+        minimums,
+    )
 
 
 def _matmul_nodes(node: Any, runs: list[tuple[ExactBlocks, list]]) -> tuple[list[Any], list[Any]]:
@@ -203,20 +224,44 @@ def _run_nodes(x: str, blocks: ExactBlocks, name: str, out: str) -> tuple[list[A
         inputs.append(f"{prefix}_zero_points")
         tensors.append(numpy_helper.from_array(q.zero_points, f"{prefix}_zero_points"))
     if blocks.minimums is None:
-        node = helper.make_node("MatMulNBits", inputs, [out], name=name, domain="com.microsoft", K=k, N=n, bits=bits,
-                                block_size=size, accuracy_level=ACCURACY_LEVEL)  # fmt: skip
+        node = helper.make_node(
+            "MatMulNBits",
+            inputs,
+            [out],
+            name=name,
+            domain="com.microsoft",
+            K=k,
+            N=n,
+            bits=bits,
+            block_size=size,
+            accuracy_level=ACCURACY_LEVEL,
+        )
         return [node], tensors
     both, codes_part, sums_part = f"{name}/codes_and_sums", f"{name}/codes", f"{name}/block_sums"
     split = f"{name}.split"
-    tensors += [numpy_helper.from_array(np.array([n, k_blocks], np.int64), split),
-                numpy_helper.from_array(np.ascontiguousarray(blocks.minimums.T), f"{name}.minimums")]  # (k_blocks, N)
+    tensors += [
+        numpy_helper.from_array(np.array([n, k_blocks], np.int64), split),
+        numpy_helper.from_array(np.ascontiguousarray(blocks.minimums.T), f"{name}.minimums"),
+    ]  # (k_blocks, N)
     nodes = [
-        helper.make_node("MatMulNBits", inputs, [both], name=name, domain="com.microsoft", K=k, N=n + k_blocks,
-                         bits=bits, block_size=size, accuracy_level=ACCURACY_LEVEL),
+        helper.make_node(
+            "MatMulNBits",
+            inputs,
+            [both],
+            name=name,
+            domain="com.microsoft",
+            K=k,
+            N=n + k_blocks,
+            bits=bits,
+            block_size=size,
+            accuracy_level=ACCURACY_LEVEL,
+        ),
         helper.make_node("Split", [both, split], [codes_part, sums_part], name=f"{name}_split", axis=-1),
-        helper.make_node("MatMul", [sums_part, f"{name}.minimums"], [f"{name}/minimums"], name=f"{name}{MINIMUMS_SUFFIX}"),
+        helper.make_node(
+            "MatMul", [sums_part, f"{name}.minimums"], [f"{name}/minimums"], name=f"{name}{MINIMUMS_SUFFIX}"
+        ),
         helper.make_node("Add", [codes_part, f"{name}/minimums"], [out], name=f"{name}_add_minimums"),
-    ]  # fmt: skip
+    ]
     return nodes, tensors
 
 
@@ -247,25 +292,45 @@ def _exact_embeddings(proto: Any, rows: GGUFRows, tensors: dict[str, dict[str, A
             return None
         weight = numpy_helper.to_array(table)  # (rows, width)
         runs, places, why = _exact_runs(rows, weight)
-        if runs is not None and (len(runs) > 1 or runs[0][0].minimums is not None or runs[0][0].bits not in GATHER_BITS):
-            runs, why = None, f"{runs[0][0].type_name} tables have no exact GatherBlockQuantized form"
+        if runs is not None and (
+            len(runs) > 1 or runs[0][0].minimums is not None or runs[0][0].bits not in GATHER_BITS
+        ):
+            runs = None  # no exact GatherBlockQuantized form for these tables
         _record(tensors, rows, node.name, places, runs is not None)
         if runs is None:
             return None
         blocks = runs[0][0]
         n, k = blocks.codes.shape
-        q = pack(blocks.codes.reshape(n, -1, blocks.block_size), blocks.scales,
-                 np.full(blocks.scales.shape, blocks.zero_point, np.uint8), blocks.bits, blocks.block_size, k)  # fmt: skip
+        q = pack(
+            blocks.codes.reshape(n, -1, blocks.block_size),
+            blocks.scales,
+            np.full(blocks.scales.shape, blocks.zero_point, np.uint8),
+            blocks.bits,
+            blocks.block_size,
+            k,
+        )
         prefix = f"{table.name}_gguf_Q{blocks.bits}"
         new = helper.make_node(
-            "GatherBlockQuantized", [prefix, node.input[1], f"{prefix}_scales", f"{prefix}_zero_points"],
-            list(node.output), name=f"{node.name}_gguf", domain="com.microsoft",
-            bits=blocks.bits, block_size=blocks.block_size, quantize_axis=1, gather_axis=0,
-        )  # fmt: skip
+            "GatherBlockQuantized",
+            [prefix, node.input[1], f"{prefix}_scales", f"{prefix}_zero_points"],
+            list(node.output),
+            name=f"{node.name}_gguf",
+            domain="com.microsoft",
+            bits=blocks.bits,
+            block_size=blocks.block_size,
+            quantize_axis=1,
+            gather_axis=0,
+        )
         done[node.name] = {"gguf": sorted({rows.names[t] for t, _ in runs[0][1]}), "format": _describe(blocks)}
-        return [new], table.name, [numpy_helper.from_array(q.packed.reshape(n, -1), prefix),
-                                   numpy_helper.from_array(q.scales, f"{prefix}_scales"),
-                                   numpy_helper.from_array(q.zero_points, f"{prefix}_zero_points")]  # fmt: skip
+        return (
+            [new],
+            table.name,
+            [
+                numpy_helper.from_array(q.packed.reshape(n, -1), prefix),
+                numpy_helper.from_array(q.scales, f"{prefix}_scales"),
+                numpy_helper.from_array(q.zero_points, f"{prefix}_zero_points"),
+            ],
+        )
 
     _rewrite_many(proto, swap)
     return done
@@ -302,8 +367,13 @@ def _record(tensors: dict[str, dict[str, Any]], rows: GGUFRows, node: str, place
 
 
 def _describe(blocks: ExactBlocks) -> dict[str, Any]:
-    return {"type": blocks.type_name, "bits": blocks.bits, "block_size": blocks.block_size,
-            "zero_point": blocks.zero_point, "minimums": blocks.minimums is not None}  # fmt: skip
+    return {
+        "type": blocks.type_name,
+        "bits": blocks.bits,
+        "block_size": blocks.block_size,
+        "zero_point": blocks.zero_point,
+        "minimums": blocks.minimums is not None,
+    }
 
 
 def fallback_line(description: dict[str, Any]) -> str | None:
@@ -316,16 +386,27 @@ def fallback_line(description: dict[str, Any]) -> str | None:
     return f"gguf: {len(fallback)} weight(s) cannot keep the file's codes and fall back to {FALLBACK}: {names}{more}"
 
 
-def _description(targets: list[str], head: str, kept: dict[str, Any], fallback: dict[str, str], blocks: dict[str, int],
-                 embeddings: dict[str, Any], tables: list[str], tensors: dict[str, Any], path: Path) -> dict[str, Any]:  # fmt: skip
+def _description(
+    targets: list[str],
+    head: str,
+    kept: dict[str, Any],
+    fallback: dict[str, str],
+    blocks: dict[str, int],
+    embeddings: dict[str, Any],
+    tables: list[str],
+    tensors: dict[str, Any],
+    path: Path,
+) -> dict[str, Any]:
     bits_by_node = {name: (max(f["bits"] for f in kept[name]["formats"]) if name in kept else 8) for name in targets}
-    block_by_node = {name: (min(f["block_size"] for f in kept[name]["formats"]) if name in kept else blocks[name])
-                     for name in targets}  # fmt: skip
+    block_by_node = {
+        name: (min(f["block_size"] for f in kept[name]["formats"]) if name in kept else blocks[name])
+        for name in targets
+    }
     types = Counter(f["type"] for k in kept.values() for f in k["formats"])
     return {
         "scheme": SCHEME,
         "method": "MatMulNBits with the GGUF file's own codes and scales, integer zero points; per-block minimums "
-                  "as block sums of the input times the matrix of minimums",
+        "as block sums of the input times the matrix of minimums",
         "source_file": path.name,
         "bits": max(bits_by_node.values()) if bits_by_node else 8,
         "algorithm": "kept from the GGUF file: " + ", ".join(f"{t} ({n} nodes)" for t, n in sorted(types.items())),
@@ -348,5 +429,7 @@ def _description(targets: list[str], head: str, kept: dict[str, Any], fallback: 
 def check_gguf_source(scheme: str, gguf_file: str | None, name: str) -> None:
     """`--quantize gguf` reads the codes of a GGUF file: refuse it for any other source before loading anything."""
     if scheme == SCHEME and gguf_file is None:
-        raise ExportError(f"--quantize gguf keeps the codes of a .gguf file, and {name} is not one; "
-                          "pass a .gguf MODEL (or none, for the default model) or use --quantize int8 or int4")  # fmt: skip
+        raise ExportError(
+            f"--quantize gguf keeps the codes of a .gguf file, and {name} is not one; "
+            "pass a .gguf MODEL (or none, for the default model) or use --quantize int8 or int4"
+        )

@@ -24,8 +24,13 @@ DAMPING = 0.3
 GROUP = 256  # channels whose errors are applied to the later channels in one matrix product
 
 
-def gptq(w: np.ndarray, gram: np.ndarray, bits: int, block_size: int,
-         factors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> Blockwise:
+def gptq(
+    w: np.ndarray,
+    gram: np.ndarray,
+    bits: int,
+    block_size: int,
+    factors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> Blockwise:
     """Quantize a (N, K) weight (K a multiple of `block_size`) given the (K, K) Gram matrix of its inputs.
 
     Rows are independent given the matrix, so a large weight can be quantized in row chunks that share

@@ -106,8 +106,15 @@ class GraphBuilder:
         self.initializers.append(self.store.tensor_from_chunks(name, dtype, shape, chunks))
         return name
 
-    def node(self, op: str, inputs: list[str], outputs: int | list[str] = 1, name: str | None = None,
-             domain: str = "", **attrs: Any) -> list[str]:
+    def node(
+        self,
+        op: str,
+        inputs: list[str],
+        outputs: int | list[str] = 1,
+        name: str | None = None,
+        domain: str = "",
+        **attrs: Any,
+    ) -> list[str]:
         """Add a node; returns its output names (generated from `name` unless given)."""
         from onnx import helper
 

@@ -63,7 +63,9 @@ def token_spec(loaded: LoadedModel, encoder_decoder: bool = False) -> TokenSpec:
     eos = pick("eos_token_id")
     eos_ids = [] if eos is None else [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
     if not eos_ids:
-        raise ExportError("the model declares no EOS token id (generation_config.json or config.json); add one and retry")
+        raise ExportError(
+            "the model declares no EOS token id (generation_config.json or config.json); add one and retry"
+        )
     bos, pad = pick("bos_token_id"), pick("pad_token_id")
     start = pick("decoder_start_token_id")
     start = bos if start is None else start  # as transformers generate() falls back to BOS
@@ -97,7 +99,9 @@ def generation_defaults(gen: Any) -> dict[str, Any]:
     try:
         RuntimeGenerationConfig.from_defaults(defaults)
     except MemgptError as exc:
-        raise ExportError(f"the model's generation_config.json is unusable by the runtime ({exc}); fix it and retry") from None
+        raise ExportError(
+            f"the model's generation_config.json is unusable by the runtime ({exc}); fix it and retry"
+        ) from None
     return defaults
 
 

@@ -57,6 +57,8 @@ def convert_marian(tokenizer: Any) -> Any:
     shim = SimpleNamespace(vocab_file=tokenizer.spm_files[0], legacy=True, add_prefix_space=True)
     converted = _MarianConverter(shim).converted()
     specials = [t for t in (eos, unk, str(tokenizer.pad_token)) if t in ids]
-    specials += [t for t in ids if t.startswith(">>") and t.endswith("<<")]  # target-language codes of multilingual models
+    specials += [
+        t for t in ids if t.startswith(">>") and t.endswith("<<")
+    ]  # target-language codes of multilingual models
     converted.add_special_tokens(specials)
     return converted

@@ -27,8 +27,9 @@ EXTERNAL_DATA_FILE = "model.onnx.data"  # save_onnx names it after the graph: `<
 PROTOBUF_LIMIT = 2**31 - 1  # bytes; a larger model must keep its weights in an external data file
 
 
-def export_onnx(model: Any, workdir: Path, task: str = "text-generation-with-past", produces: str = MODEL_FILE,
-                **options: Any) -> Path:
+def export_onnx(
+    model: Any, workdir: Path, task: str = "text-generation-with-past", produces: str = MODEL_FILE, **options: Any
+) -> Path:
     """Export `model` with optimum's `task` into `workdir`; return the path of the fp32 graph `produces`."""
     from optimum.exporters.onnx import onnx_export_from_model
 
@@ -37,7 +38,9 @@ def export_onnx(model: Any, workdir: Path, task: str = "text-generation-with-pas
     levels = [log.level for log in quiet]
     # subtle: optimum sets `use_cache` on the configs it exports (a T5 encoder's too, which then refuses to run);
     # restore them so the model validates afterwards as it was loaded
-    configs = {id(m.config): (m.config, getattr(m.config, "use_cache", None)) for m in model.modules() if hasattr(m, "config")}
+    configs = {
+        id(m.config): (m.config, getattr(m.config, "use_cache", None)) for m in model.modules() if hasattr(m, "config")
+    }
     try:
         for log in quiet:
             log.setLevel(logging.ERROR)
@@ -47,7 +50,9 @@ def export_onnx(model: Any, workdir: Path, task: str = "text-generation-with-pas
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); this model may need a newer optimum") from None
+        raise ExportError(
+            f"ONNX export failed ({type(exc).__name__}: {first_line(exc)}); this model may need a newer optimum"
+        ) from None
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)
@@ -71,10 +76,14 @@ def read_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     missing = [name for name in ["input_ids", *expected] if name not in inputs]
     missing += [name for name in ["logits"] if name not in outputs]
     if missing:
-        raise ExportError(f"the exported graph lacks {', '.join(missing[:4])}; this model's ONNX export is not supported")
+        raise ExportError(
+            f"the exported graph lacks {', '.join(missing[:4])}; this model's ONNX export is not supported"
+        )
     past = inputs[PAST_KEY.format(i=0)]  # (batch, kv_heads, past_len, head_size)
     if not isinstance(past[1], int) or not isinstance(past[3], int):
-        raise ExportError(f"the exported KV cache is {past}, without fixed heads and head size; this export is not supported")
+        raise ExportError(
+            f"the exported KV cache is {past}, without fixed heads and head size; this export is not supported"
+        )
     if shape.num_kv_heads and (past[1] != shape.num_kv_heads or past[3] != shape.head_size):  # 0: read from the graph
         raise ExportError(
             f"the exported KV cache is {past}, expected (batch, {shape.num_kv_heads}, past_len, {shape.head_size}); "
@@ -109,8 +118,14 @@ def save_onnx(proto: Any, folder: Path, name: str = MODEL_FILE) -> str:
     path = folder / name
     large = proto.ByteSize() > PROTOBUF_LIMIT if _all_data_inline(proto) else True
     if large:
-        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=f"{name}.data", size_threshold=1024)
+        onnx.save_model(
+            proto,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=f"{name}.data",
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(proto, str(path))
     return name

@@ -65,9 +65,13 @@ def _check_not_the_model(target: Path, model_paths: Iterable[Path]) -> None:
         if real == model:
             raise ExportError(f"output {target} is the model being exported; choose another folder with -o DIR")
         if real in model.parents:
-            raise ExportError(f"output folder {target} contains the model being exported ({path}); choose another folder with -o DIR")
+            raise ExportError(
+                f"output folder {target} contains the model being exported ({path}); choose another folder with -o DIR"
+            )
         if model in real.parents:
-            raise ExportError(f"output folder {target} is inside the model folder {path}; choose a folder outside it with -o DIR")
+            raise ExportError(
+                f"output folder {target} is inside the model folder {path}; choose a folder outside it with -o DIR"
+            )
 
 
 def _files_not_exported(folder: Path) -> list[str] | None:
@@ -137,12 +141,16 @@ def staging_folder(target: Path) -> Iterator[Path]:
         os.umask(umask)
         staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is an ordinary folder
     except OSError as exc:
-        raise ExportError(f"cannot create a folder beside {target} ({exc.strerror}); choose a writable -o DIR") from None
+        raise ExportError(
+            f"cannot create a folder beside {target} ({exc.strerror}); choose a writable -o DIR"
+        ) from None
     try:
         yield staging
         if target.exists():  # empty, or an earlier export (check_output_folder)
             if any(target.iterdir()) and _files_not_exported(target) != []:  # subtle: changed while we exported
-                raise ExportError(f"output folder {target} changed during the export and now holds files it did not write; {CHOOSE}")
+                raise ExportError(
+                    f"output folder {target} changed during the export and now holds files it did not write; {CHOOSE}"
+                )
             shutil.rmtree(target)
         os.replace(staging, target)
     except BaseException:

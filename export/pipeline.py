@@ -94,8 +94,9 @@ def export_graph(model: Any, shape: ModelShape, workdir: Path) -> tuple[Path, De
     return path, read_decoder_graph(path, shape), "optimum"
 
 
-def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str, staging: Path,
-                  progress: Progress) -> Manifest:
+def _decoder_only(
+    loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str, staging: Path, progress: Progress
+) -> Manifest:
     work = staging / WORK_SUBDIR
     with progress.step("export to ONNX"):
         fp32_path, decoder, method = export_graph(loaded.model, shape, work)
@@ -120,8 +121,9 @@ def _decoder_only(loaded: LoadedModel, architecture: Architecture, shape: ModelS
     return manifest
 
 
-def _encoder_decoder(loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str,
-                     staging: Path, progress: Progress) -> Manifest:
+def _encoder_decoder(
+    loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str, staging: Path, progress: Progress
+) -> Manifest:
     work = staging / WORK_SUBDIR
     with progress.step("export encoder and decoder to ONNX"):
         graphs = export_seq2seq_graphs(loaded.model, shape, architecture.cross_attention, work)
@@ -137,20 +139,26 @@ def _encoder_decoder(loaded: LoadedModel, architecture: Architecture, shape: Mod
     else:
         with progress.step(f"quantize to {scheme}"):
             decoder_file, quantization = _quantize_and_save(graphs.decoder_path, scheme, staging)
-            encoder_file, quantization["encoder"] = _quantize_and_save(graphs.encoder_path, scheme, staging, ENCODER_FILE)
+            encoder_file, quantization["encoder"] = _quantize_and_save(
+                graphs.encoder_path, scheme, staging, ENCODER_FILE
+            )
             quantization["encoder"].pop("lm_head", None)  # the encoder has no LM head
         with progress.step(f"measure {scheme} graphs against PyTorch"):
-            validation[scheme] = measure_seq2seq(staging / encoder_file, staging / decoder_file, graphs, cases, references)
+            validation[scheme] = measure_seq2seq(
+                staging / encoder_file, staging / decoder_file, graphs, cases, references
+            )
     with progress.step("save tokenizer"):
         tokenizer_file = write_tokenizer(loaded.tokenizer, staging)
-    manifest = build_manifest(loaded, shape, graphs.decoder, decoder_file, tokenizer_file, quantization, validation,
-                              encoder=graphs.encoder)
+    manifest = build_manifest(
+        loaded, shape, graphs.decoder, decoder_file, tokenizer_file, quantization, validation, encoder=graphs.encoder
+    )
     manifest.extra["graph"] = "optimum"  # both graphs traced by optimum (the encoder extended here)
     return manifest
 
 
-def _quantize_and_save(fp32_path: Path, scheme: str, folder: Path, name: str = MODEL_FILE,
-                       gguf: Path | None = None) -> tuple[str, dict[str, Any]]:  # fmt: skip
+def _quantize_and_save(
+    fp32_path: Path, scheme: str, folder: Path, name: str = MODEL_FILE, gguf: Path | None = None
+) -> tuple[str, dict[str, Any]]:
     import onnx
 
     proto = onnx.load(str(fp32_path))

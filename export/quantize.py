@@ -138,8 +138,9 @@ def lm_head(proto: Any) -> str:
     return heads[-1] if heads else targets[-1]
 
 
-def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], grams: dict[str, np.ndarray]
-                               ) -> dict[str, int]:  # fmt: skip
+def _replace_with_matmul_nbits(
+    proto: Any, plan: dict[str, tuple[int, str]], grams: dict[str, np.ndarray]
+) -> dict[str, int]:
     """Swap each planned MatMul for a MatMulNBits node; `grams` per node drive the GPTQ ones ((K, K)) and the
     importance-weighted ones (the diagonal (K,) or the matrix it comes from).
 
@@ -166,10 +167,17 @@ def _replace_with_matmul_nbits(proto: Any, plan: dict[str, tuple[int, str]], gra
             q = quantize_weight(w, bits, block, method)
         prefix = f"{node.input[1]}_Q{bits}"
         new = helper.make_node(
-            "MatMulNBits", [node.input[0], prefix, f"{prefix}_scales", f"{prefix}_zero_points"], list(node.output),
-            name=f"{node.name}_Q{bits}", domain="com.microsoft",
-            K=q.k, N=q.n, bits=bits, block_size=block, accuracy_level=ACCURACY_LEVEL,
-        )  # fmt: skip
+            "MatMulNBits",
+            [node.input[0], prefix, f"{prefix}_scales", f"{prefix}_zero_points"],
+            list(node.output),
+            name=f"{node.name}_Q{bits}",
+            domain="com.microsoft",
+            K=q.k,
+            N=q.n,
+            bits=bits,
+            block_size=block,
+            accuracy_level=ACCURACY_LEVEL,
+        )
         return new, node.input[1], _tensors(prefix, q.packed, q)
 
     _rewrite(proto, swap)
@@ -188,16 +196,24 @@ def _quantize_embeddings(proto: Any) -> list[str]:
         axis = [helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"]
         if table is None or table.data_type not in _FLOATS or len(table.dims) != 2 or (axis and axis[0] != 0):
             return None
-        if table.dims[1] % BLOCK_SIZE:  # GatherBlockQuantized would return the padded width (T5's (buckets, heads) bias)
+        if (
+            table.dims[1] % BLOCK_SIZE
+        ):  # GatherBlockQuantized would return the padded width (T5's (buckets, heads) bias)
             return None
         weight = numpy_helper.to_array(table)  # (rows, width)
         q = quantize_weight(weight, EMBEDDING_BITS, BLOCK_SIZE, "rtn")
         prefix = f"{table.name}_Q{EMBEDDING_BITS}"
         new = helper.make_node(
-            "GatherBlockQuantized", [prefix, node.input[1], f"{prefix}_scales", f"{prefix}_zero_points"],
-            list(node.output), name=f"{node.name}_Q{EMBEDDING_BITS}", domain="com.microsoft",
-            bits=EMBEDDING_BITS, block_size=BLOCK_SIZE, quantize_axis=1, gather_axis=0,
-        )  # fmt: skip
+            "GatherBlockQuantized",
+            [prefix, node.input[1], f"{prefix}_scales", f"{prefix}_zero_points"],
+            list(node.output),
+            name=f"{node.name}_Q{EMBEDDING_BITS}",
+            domain="com.microsoft",
+            bits=EMBEDDING_BITS,
+            block_size=BLOCK_SIZE,
+            quantize_axis=1,
+            gather_axis=0,
+        )
         done.append(node.name)
         return new, table.name, _tensors(prefix, q.packed.reshape(weight.shape[0], -1), q)
 
@@ -208,8 +224,11 @@ def _quantize_embeddings(proto: Any) -> list[str]:
 def _tensors(prefix: str, data: np.ndarray, q: Any) -> list[Any]:
     from onnx import numpy_helper
 
-    return [numpy_helper.from_array(data, prefix), numpy_helper.from_array(q.scales, f"{prefix}_scales"),
-            numpy_helper.from_array(q.zero_points, f"{prefix}_zero_points")]
+    return [
+        numpy_helper.from_array(data, prefix),
+        numpy_helper.from_array(q.scales, f"{prefix}_scales"),
+        numpy_helper.from_array(q.zero_points, f"{prefix}_zero_points"),
+    ]
 
 
 def _rewrite(proto: Any, swap: Any) -> None:
@@ -239,7 +258,9 @@ def _rewrite(proto: Any, swap: Any) -> None:
 def weight_matmuls(proto: Any) -> list[str]:
     """Names of MatMul/Gemm nodes that multiply by a constant float matrix (what weight quantization targets)."""
     floats = {t.name for t in proto.graph.initializer if t.data_type in _FLOATS and len(t.dims) == 2}
-    return [n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in floats for i in n.input[:2])]
+    return [
+        n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in floats for i in n.input[:2])
+    ]
 
 
 def fold_transposed_weights(proto: Any) -> int:

@@ -34,8 +34,11 @@ class ValidationPlan:
 
     def describe(self, check: str = "exported") -> dict[str, Any]:
         """The manifest's note for the fp32 check (`check="fp32"`) or for the exported precision's measurement."""
-        names = {"float32": "the whole model in PyTorch fp32", "bfloat16": "the whole model in PyTorch bf16",
-                 "truncated": "a truncated copy in PyTorch fp32"}  # fmt: skip
+        names = {
+            "float32": "the whole model in PyTorch fp32",
+            "bfloat16": "the whole model in PyTorch bf16",
+            "truncated": "a truncated copy in PyTorch fp32",
+        }
         reference = self.reference if check != "fp32" else "float32" if self.fp32_graph == "whole" else "truncated"
         note: dict[str, Any] = {"reference": names[reference]}
         if reference == "truncated":
@@ -72,7 +75,7 @@ class LayerSubset(Weights):
         self._names = {}
         for name in weights.names():
             if name.startswith("model.layers."):
-                index, rest = name[len("model.layers."):].split(".", 1)
+                index, rest = name[len("model.layers.") :].split(".", 1)
                 if int(index) in layers:
                     self._names[f"model.layers.{layers.index(int(index))}.{rest}"] = name
             else:
@@ -121,4 +124,6 @@ def whole_model(source: Any, dtype: Any) -> Any:
     from .sources import guarded_load
 
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {"local_files_only": source.local_files_only}
-    return guarded_load(source, lambda: AutoModelForCausalLM.from_pretrained(source.load_from, dtype=dtype, **kwargs).eval())
+    return guarded_load(
+        source, lambda: AutoModelForCausalLM.from_pretrained(source.load_from, dtype=dtype, **kwargs).eval()
+    )

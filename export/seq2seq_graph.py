@@ -52,8 +52,9 @@ class Seq2SeqGraphs:
     decoder: DecoderGraph
 
 
-def export_seq2seq_graphs(model: Any, shape: ModelShape, cross_attention: Callable[[Any], list[tuple[Any, Any]]],
-                          workdir: Path) -> Seq2SeqGraphs:
+def export_seq2seq_graphs(
+    model: Any, shape: ModelShape, cross_attention: Callable[[Any], list[tuple[Any, Any]]], workdir: Path
+) -> Seq2SeqGraphs:
     """optimum's decoder with past, and its encoder extended with the cross projections; both fp32, in `workdir`."""
     decoder_path = export_onnx(model, workdir, task=TASK, produces=OPTIMUM_DECODER, no_post_process=True)
     decoder = read_seq2seq_decoder_graph(decoder_path, shape)
@@ -73,8 +74,9 @@ def export_seq2seq_graphs(model: Any, shape: ModelShape, cross_attention: Callab
     return Seq2SeqGraphs(encoder_path, decoder_path, spec, decoder)
 
 
-def build_encoder_graph(optimum_encoder: Path, projections: list[tuple[Any, Any]], shape: ModelShape,
-                        workdir: Path) -> Path:
+def build_encoder_graph(
+    optimum_encoder: Path, projections: list[tuple[Any, Any]], shape: ModelShape, workdir: Path
+) -> Path:
     """Append the cross-attention projections to optimum's encoder; write `workdir/encoder.onnx`."""
     import onnx
 
@@ -86,8 +88,13 @@ def build_encoder_graph(optimum_encoder: Path, projections: list[tuple[Any, Any]
             "the architecture entry disagrees with the model"
         )
     proto = onnx.load(str(optimum_encoder))
-    if HIDDEN not in [o.name for o in proto.graph.output] or [i.name for i in proto.graph.input] != ["input_ids", "attention_mask"]:
-        raise ExportError(f"optimum's encoder graph lacks {HIDDEN}, input_ids or attention_mask; this export is not supported")
+    if HIDDEN not in [o.name for o in proto.graph.output] or [i.name for i in proto.graph.input] != [
+        "input_ids",
+        "attention_mask",
+    ]:
+        raise ExportError(
+            f"optimum's encoder graph lacks {HIDDEN}, input_ids or attention_mask; this export is not supported"
+        )
     extra = cross_projection_graph(projections, shape.num_kv_heads, shape.head_size)
     graph = proto.graph
     graph.node.extend(extra.nodes)
@@ -134,10 +141,14 @@ def read_seq2seq_decoder_graph(path: Path, shape: ModelShape) -> DecoderGraph:
     wanted_out = ["logits", *layer_names(shape.num_layers, PRESENT_SELF_KEY, PRESENT_SELF_VALUE)]
     missing = [n for n in wanted_in if n not in inputs] + [n for n in wanted_out if n not in outputs]
     if missing:
-        raise ExportError(f"the exported decoder lacks {', '.join(missing[:4])}; this model's ONNX export is not supported")
+        raise ExportError(
+            f"the exported decoder lacks {', '.join(missing[:4])}; this model's ONNX export is not supported"
+        )
     unexpected = sorted(set(inputs) - set(wanted_in))
     if unexpected:
-        raise ExportError(f"the exported decoder also wants {', '.join(unexpected[:4])}; this model's ONNX export is not supported")
+        raise ExportError(
+            f"the exported decoder also wants {', '.join(unexpected[:4])}; this model's ONNX export is not supported"
+        )
     for name in (PAST_SELF_KEY.format(i=0), PAST_CROSS_KEY.format(i=0)):
         past = inputs[name]  # (batch, heads, past or src, head_size)
         if past[1] != shape.num_kv_heads or past[3] != shape.head_size:

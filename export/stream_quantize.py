@@ -17,8 +17,8 @@ import numpy as np
 
 from .blockwise import Blockwise
 from .blockwise import quantize as quantize_weight
-from .graph_builder import MS_DOMAIN, GraphBuilder
 from .gptq import gptq, gptq_factors
+from .graph_builder import MS_DOMAIN, GraphBuilder
 from .quantize import ACCURACY_LEVEL, BLOCK_SIZE, EMBEDDING_BITS, _algorithm, bits_for, block_size_for
 
 HEAD = "lm_head"
@@ -30,8 +30,13 @@ class QuantizedPrecision:
 
     share_tied_head = False
 
-    def __init__(self, scheme: str, importance: dict[str, np.ndarray] | None = None,
-                 head_gram: np.ndarray | None = None, draft_bits: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        scheme: str,
+        importance: dict[str, np.ndarray] | None = None,
+        head_gram: np.ndarray | None = None,
+        draft_bits: int | None = None,
+    ):
         self.scheme = scheme
         self.draft_bits = draft_bits  # a draft graph: every weight round-to-nearest at these bits, fast
         self.importance = importance if importance is not None else {}  # node -> (K,) mean square input
@@ -56,9 +61,18 @@ class QuantizedPrecision:
         g.constant(prefix, q.packed)
         g.constant(f"{prefix}_scales", q.scales)
         g.constant(f"{prefix}_zero_points", q.zero_points)
-        out = g.node("MatMulNBits", [x, prefix, f"{prefix}_scales", f"{prefix}_zero_points"], [f"{name}/out"],
-                     name=f"{name}_Q{bits}", domain=MS_DOMAIN, K=k, N=n, bits=bits, block_size=block,
-                     accuracy_level=ACCURACY_LEVEL)[0]  # fmt: skip
+        out = g.node(
+            "MatMulNBits",
+            [x, prefix, f"{prefix}_scales", f"{prefix}_zero_points"],
+            [f"{name}/out"],
+            name=f"{name}_Q{bits}",
+            domain=MS_DOMAIN,
+            K=k,
+            N=n,
+            bits=bits,
+            block_size=block,
+            accuracy_level=ACCURACY_LEVEL,
+        )[0]
         return out if bias is None else g.one("Add", [out, g.constant(f"{name}.bias", bias)], name=f"{name}.bias_add")
 
     def embedding(self, g: GraphBuilder, ids: str, table: np.ndarray) -> str:
@@ -71,9 +85,16 @@ class QuantizedPrecision:
         g.constant(f"{prefix}_scales", q.scales)
         g.constant(f"{prefix}_zero_points", q.zero_points)
         self.tables.append("embed")
-        return g.one("GatherBlockQuantized", [prefix, ids, f"{prefix}_scales", f"{prefix}_zero_points"],
-                     name=f"embed_Q{EMBEDDING_BITS}", domain=MS_DOMAIN, bits=EMBEDDING_BITS, block_size=BLOCK_SIZE,
-                     quantize_axis=1, gather_axis=0)  # fmt: skip
+        return g.one(
+            "GatherBlockQuantized",
+            [prefix, ids, f"{prefix}_scales", f"{prefix}_zero_points"],
+            name=f"embed_Q{EMBEDDING_BITS}",
+            domain=MS_DOMAIN,
+            bits=EMBEDDING_BITS,
+            block_size=BLOCK_SIZE,
+            quantize_axis=1,
+            gather_axis=0,
+        )
 
     def quantize(self, weight: np.ndarray, bits: int, block: int, method: str, name: str) -> Blockwise:
         """Codes of a (N, K) weight by `method` (bits_for), in chunks of rows."""
@@ -91,9 +112,15 @@ class QuantizedPrecision:
         rows = max(1, CHUNK_ELEMENTS // weight.shape[1])
         parts = [fn(weight[start : start + rows]) for start in range(0, weight.shape[0], rows)]
         first = parts[0]
-        return Blockwise(first.bits, first.block_size, weight.shape[0], first.k,
-                         np.concatenate([p.packed for p in parts]), np.concatenate([p.scales for p in parts]),
-                         np.concatenate([p.zero_points for p in parts]))  # fmt: skip
+        return Blockwise(
+            first.bits,
+            first.block_size,
+            weight.shape[0],
+            first.k,
+            np.concatenate([p.packed for p in parts]),
+            np.concatenate([p.scales for p in parts]),
+            np.concatenate([p.zero_points for p in parts]),
+        )
 
     def description(self, calibration: dict[str, Any] | None) -> dict[str, Any]:
         """The manifest's quantization entry (the same fields as quantize.quantize_graph's)."""

@@ -41,7 +41,9 @@ def write_tokenizer(tokenizer: Any, folder: Path) -> str:
     elif is_marian(tokenizer):
         backend = convert_marian(tokenizer)
     else:
-        raise ExportError(f"{type(tokenizer).__name__} has no fast version to save as tokenizer.json; it is not supported")
+        raise ExportError(
+            f"{type(tokenizer).__name__} has no fast version to save as tokenizer.json; it is not supported"
+        )
     backend.no_padding()
     backend.no_truncation()
     path = folder / TOKENIZER_FILE

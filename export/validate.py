@@ -76,7 +76,9 @@ def torch_logits(model: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndar
 
     with torch.no_grad():
         return [
-            model(**{name: torch.from_numpy(array) for name, array in feed.items()}, use_cache=False).logits.float().numpy()
+            model(**{name: torch.from_numpy(array) for name, array in feed.items()}, use_cache=False)
+            .logits.float()
+            .numpy()
             for feed in feeds
         ]
 
@@ -106,7 +108,9 @@ def validate_fp32(path: Path, graph: DecoderGraph, cases: list[Case], references
     return fp32_report(compare_graph(path, graph, cases, references))
 
 
-def measure_quantized(path: Path, graph: DecoderGraph, cases: list[Case], references: list[np.ndarray]) -> dict[str, Any]:
+def measure_quantized(
+    path: Path, graph: DecoderGraph, cases: list[Case], references: list[np.ndarray]
+) -> dict[str, Any]:
     """Compare a quantized graph with PyTorch fp32; figures only (no tolerance: quantization changes logits)."""
     return quantized_report(compare_graph(path, graph, cases, references))
 

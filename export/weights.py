@@ -21,9 +21,18 @@ import numpy as np
 
 from memgpt_runtime.errors import ExportError
 
-_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
-                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-                       "BOOL": np.bool_}  # fmt: skip
+_SAFETENSORS_DTYPES = {
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,
+    "F64": np.float64,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 
 
 class Weights:
@@ -62,7 +71,9 @@ class SafetensorsWeights(Weights):
             files = sorted(p.name for p in folder.glob("*.safetensors"))
         if not files:
             raise ExportError(f"{folder} has no .safetensors weights")
-        self._where: dict[str, tuple[Path, int, str, tuple[int, ...], int]] = {}  # name -> file, offset, dtype, shape, bytes
+        self._where: dict[
+            str, tuple[Path, int, str, tuple[int, ...], int]
+        ] = {}  # name -> file, offset, dtype, shape, bytes
         for file in files:
             path = folder / file
             with open(path, "rb") as f:
@@ -145,8 +156,9 @@ class GGUFWeights(Weights):
         tensor = self._tensors[name]
         raw = np.fromfile(self.path, dtype=tensor.data.dtype, count=tensor.data.size, offset=int(tensor.data_offset))
         values = gguf.quants.dequantize(raw.reshape(tensor.data.shape), tensor.tensor_type)
-        processed = self._processor.process(weights=values, name=tensor.name, tensor_key_mapping=self._mapping,
-                                            parsed_parameters=self._parsed)
+        processed = self._processor.process(
+            weights=values, name=tensor.name, tensor_key_mapping=self._mapping, parsed_parameters=self._parsed
+        )
         return np.ascontiguousarray(processed.weights, np.float32)
 
 
@@ -195,8 +207,13 @@ def weights_for(source: Any, config: Any) -> Weights | None:
         from huggingface_hub import snapshot_download
 
         try:
-            folder = Path(snapshot_download(source.load_from, allow_patterns=["*.safetensors", "*.json"],
-                                            local_files_only=source.local_files_only))  # fmt: skip
+            folder = Path(
+                snapshot_download(
+                    source.load_from,
+                    allow_patterns=["*.safetensors", "*.json"],
+                    local_files_only=source.local_files_only,
+                )
+            )
         except Exception:  # noqa: BLE001  the loader reports the Hub's errors with its own hint
             return None
     return SafetensorsWeights(folder) if has_safetensors(folder) else None

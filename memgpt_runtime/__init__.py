@@ -1,8 +1,8 @@
 """memgpt-runtime: fast CPU inference for Hugging Face language models on ONNX Runtime, without torch.
 
-    import memgpt_runtime as mr
-    lm = mr.load("exports/smollm2-int8")
-    print(lm.generate_text("What is the capital of France?", chat=True, max_new_tokens=32))
+import memgpt_runtime as mr
+lm = mr.load("exports/smollm2-int8")
+print(lm.generate_text("What is the capital of France?", chat=True, max_new_tokens=32))
 """
 
 from .config import GenerationConfig

@@ -52,14 +52,30 @@ def add_generation_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--eos-token-id", type=int, action="append", help="token id that ends generation (repeatable)")
     g.add_argument("--pad-token-id", type=int, help="token id that pads finished sequences")
     g.add_argument("--forced-bos-token-id", type=int, help="force the first new token to this id")
-    g.add_argument("--forced-eos-token-id", type=int, action="append", help="force this id last, at max length (repeatable)")
-    g.add_argument("--bad-words-ids", type=_token_lists, help="token sequences never to generate, as JSON: '[[5], [7, 8]]'")
+    g.add_argument(
+        "--forced-eos-token-id", type=int, action="append", help="force this id last, at max length (repeatable)"
+    )
+    g.add_argument(
+        "--bad-words-ids", type=_token_lists, help="token sequences never to generate, as JSON: '[[5], [7, 8]]'"
+    )
     g.add_argument("--decoder-start-token-id", type=int, help="encoder-decoder models: the decoder's first token")
-    g.add_argument("--renormalize-logits", action="store_const", const=True, help="log-softmax the scores after the processors")
-    g.add_argument("--prompt-lookup-num-tokens", type=int, metavar="K",
-                   help="draft K tokens from the prompt and check them in one run (greedy or sampling, one prompt)")
-    g.add_argument("--max-matching-ngram-size", type=int, metavar="N", help="prompt lookup: the longest n-gram matched (default 2)")
-    parser.add_argument("--threads", type=thread_count, help=f"onnxruntime threads, 1 to {os.cpu_count()} (default: one per physical core)")
+    g.add_argument(
+        "--renormalize-logits", action="store_const", const=True, help="log-softmax the scores after the processors"
+    )
+    g.add_argument(
+        "--prompt-lookup-num-tokens",
+        type=int,
+        metavar="K",
+        help="draft K tokens from the prompt and check them in one run (greedy or sampling, one prompt)",
+    )
+    g.add_argument(
+        "--max-matching-ngram-size", type=int, metavar="N", help="prompt lookup: the longest n-gram matched (default 2)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=thread_count,
+        help=f"onnxruntime threads, 1 to {os.cpu_count()} (default: one per physical core)",
+    )
 
 
 def thread_count(text: str) -> int:
@@ -67,7 +83,9 @@ def thread_count(text: str) -> int:
     try:
         return check_threads(int(text), "--threads")
     except (ValueError, UsageError):
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {os.cpu_count()} (this machine's CPUs), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number from 1 to {os.cpu_count()} (this machine's CPUs), got {text!r}"
+        ) from None
 
 
 def _token_lists(text: str) -> list[list[int]]:
@@ -76,19 +94,43 @@ def _token_lists(text: str) -> list[list[int]]:
         value = json.loads(text)
     except json.JSONDecodeError:
         value = None
-    if not (isinstance(value, list) and value and all(isinstance(w, list) and w and all(isinstance(t, int) for t in w) for w in value)):
-        raise argparse.ArgumentTypeError(f"expected a JSON list of lists of token ids like '[[5], [7, 8]]', got {text!r}")
+    if not (
+        isinstance(value, list)
+        and value
+        and all(isinstance(w, list) and w and all(isinstance(t, int) for t in w) for w in value)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON list of lists of token ids like '[[5], [7, 8]]', got {text!r}"
+        )
     return value
 
 
 def generation_options(args: argparse.Namespace) -> dict:
     names = [
-        "max_new_tokens", "max_length", "min_new_tokens", "min_length", "do_sample", "temperature", "top_k",
-        "top_p", "seed", "num_beams", "length_penalty", "num_return_sequences", "no_repeat_ngram_size",
-        "repetition_penalty", "eos_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id",
-        "bad_words_ids", "decoder_start_token_id", "renormalize_logits", "prompt_lookup_num_tokens",
+        "max_new_tokens",
+        "max_length",
+        "min_new_tokens",
+        "min_length",
+        "do_sample",
+        "temperature",
+        "top_k",
+        "top_p",
+        "seed",
+        "num_beams",
+        "length_penalty",
+        "num_return_sequences",
+        "no_repeat_ngram_size",
+        "repetition_penalty",
+        "eos_token_id",
+        "pad_token_id",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "bad_words_ids",
+        "decoder_start_token_id",
+        "renormalize_logits",
+        "prompt_lookup_num_tokens",
         "max_matching_ngram_size",
-    ]  # fmt: skip
+    ]
     options = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if args.early_stopping is not None:
         options["early_stopping"] = EARLY_STOPPING[args.early_stopping]
@@ -116,8 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_options(chat)
     chat.set_defaults(func=run_chat)
 
-    verify = sub.add_parser("verify", help="check every file of an exported folder against its manifest",
-                            description="Check the size and SHA-256 of every file of DIR against what the export recorded.")
+    verify = sub.add_parser(
+        "verify",
+        help="check every file of an exported folder against its manifest",
+        description="Check the size and SHA-256 of every file of DIR against what the export recorded.",
+    )
     verify.add_argument("model", metavar="DIR", help="a folder written by `memgpt export`")
     verify.set_defaults(func=run_verify)
 
@@ -135,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_missing(sub, name: str, exc: ImportError) -> None:
     def fail(args):
-        raise UsageError(f"`memgpt {name}` is not available ({exc}); install it with pip install 'memgpt-runtime[{name}]'")
+        raise UsageError(
+            f"`memgpt {name}` is not available ({exc}); install it with pip install 'memgpt-runtime[{name}]'"
+        )
 
     sub.add_parser(name, help=f"(not installed) {name}", add_help=False).set_defaults(func=fail)
 
@@ -170,7 +217,10 @@ def run_generate(args: argparse.Namespace) -> int:
         return 0
     for i, text in enumerate(texts):
         if len(texts) > 1:
-            print(f"--- {i + 1}" + (f" (score {result.sequences_scores[i]:.4f})" if result.sequences_scores is not None else ""))
+            print(
+                f"--- {i + 1}"
+                + (f" (score {result.sequences_scores[i]:.4f})" if result.sequences_scores is not None else "")
+            )
         print(text)
     _report_timing(args, len(ids), int(result.lengths.max()), seconds)
     return 0
@@ -217,7 +267,9 @@ def run_verify(args: argparse.Namespace) -> int:
     folder = Path(args.model)
     manifest = read_manifest(folder, check_files=False)
     if not manifest.files:
-        raise ModelFolderError(f"{folder} records no checksums (manifest version {manifest.version}); re-export it to verify it")
+        raise ModelFolderError(
+            f"{folder} records no checksums (manifest version {manifest.version}); re-export it to verify it"
+        )
     problems = content_problems(folder, manifest.files)
     for line in problems:
         print(f"{folder}: {line}")

@@ -21,8 +21,12 @@ DEFAULT_NEW_TOKENS = 20  # transformers: a default max_length of 20 means 20 new
 @dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int | None = None  # new tokens to generate, >= 1; None = use max_length
-    max_length: int | None = None  # prompt + new tokens, >= 1; None (and no max_new_tokens) = prompt + default_new_tokens
-    default_new_tokens: int = DEFAULT_NEW_TOKENS  # >= 1, new tokens when neither length above is set, cut at the context
+    max_length: int | None = (
+        None  # prompt + new tokens, >= 1; None (and no max_new_tokens) = prompt + default_new_tokens
+    )
+    default_new_tokens: int = (
+        DEFAULT_NEW_TOKENS  # >= 1, new tokens when neither length above is set, cut at the context
+    )
     min_new_tokens: int = 0  # EOS is banned until this many new tokens; 0 = off
     min_length: int = 0  # EOS is banned until the sequence (prompt included) is this long; 0 = off
     do_sample: bool = False  # False = greedy or beam search
@@ -46,8 +50,12 @@ class GenerationConfig:
     decoder_start_token_id: int | None = None  # encoder-decoder models: the decoder's first input
     renormalize_logits: bool = False  # log-softmax the scores again after every processor; False = off
     return_dict_in_generate: bool = False  # True = also return the beam scores (sequences_scores)
-    logprobs: int | None = None  # >= 0: each Step carries its tokens' log-probabilities and this many top ones; None = off
-    prompt_lookup_num_tokens: int | None = None  # >= 1 tokens drafted from the sequence itself, checked in one run; None = off
+    logprobs: int | None = (
+        None  # >= 0: each Step carries its tokens' log-probabilities and this many top ones; None = off
+    )
+    prompt_lookup_num_tokens: int | None = (
+        None  # >= 1 tokens drafted from the sequence itself, checked in one run; None = off
+    )
     max_matching_ngram_size: int | None = None  # >= 1, the longest n-gram looked up to draft; None = 2 (transformers)
 
     def __post_init__(self) -> None:
@@ -93,14 +101,19 @@ class GenerationConfig:
         forced_eos = self.forced_eos_token_id
         if forced_eos is not None:
             forced_eos = (forced_eos,) if _is_int(forced_eos) else forced_eos
-            if not (isinstance(forced_eos, (list, tuple)) and forced_eos and all(_is_int(e) and e >= 0 for e in forced_eos)):
-                raise UsageError(f"forced_eos_token_id must be a token id or a list of ids, got {self.forced_eos_token_id!r}")
+            if not (
+                isinstance(forced_eos, (list, tuple)) and forced_eos and all(_is_int(e) and e >= 0 for e in forced_eos)
+            ):
+                raise UsageError(
+                    f"forced_eos_token_id must be a token id or a list of ids, got {self.forced_eos_token_id!r}"
+                )
             object.__setattr__(self, "forced_eos_token_id", tuple(forced_eos))
         if self.bad_words_ids is not None:
             words = self.bad_words_ids
-            if not (isinstance(words, (list, tuple)) and all(
-                isinstance(w, (list, tuple)) and w and all(_is_int(t) and t >= 0 for t in w) for w in words
-            )):
+            if not (
+                isinstance(words, (list, tuple))
+                and all(isinstance(w, (list, tuple)) and w and all(_is_int(t) and t >= 0 for t in w) for w in words)
+            ):
                 raise UsageError(f"bad_words_ids must be a list of non-empty lists of token ids, got {words!r}")
             object.__setattr__(self, "bad_words_ids", tuple(tuple(w) for w in words))
         _check_bool(self, "return_dict_in_generate")
@@ -110,7 +123,9 @@ class GenerationConfig:
         if self.logprobs is not None and self.num_beams > 1:
             raise UsageError("logprobs needs num_beams=1: beam search decides its tokens only at the end")
         if self.prompt_lookup_num_tokens is not None and self.num_beams > 1:
-            raise UsageError("prompt_lookup_num_tokens needs num_beams=1 (greedy or sampling); beam search cannot check drafted tokens")
+            raise UsageError(
+                "prompt_lookup_num_tokens needs num_beams=1 (greedy or sampling); beam search cannot check drafted tokens"
+            )
         if self.prompt_lookup_num_tokens is not None and self.num_return_sequences > 1:
             raise UsageError(
                 f"num_return_sequences must be 1 with prompt_lookup_num_tokens (as transformers), got {self.num_return_sequences}"

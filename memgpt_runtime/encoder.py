@@ -27,7 +27,9 @@ class EncoderSession:
         outputs = {o.name for o in self.session.get_outputs()}
         missing = sorted(({spec.input_ids, spec.attention_mask} - inputs) | (set(self._outputs) - outputs))
         if missing:
-            raise ModelFolderError(f"the encoder graph does not match its manifest (no {missing[0]!r}); {REEXPORT_HINT}")
+            raise ModelFolderError(
+                f"the encoder graph does not match its manifest (no {missing[0]!r}); {REEXPORT_HINT}"
+            )
 
     @classmethod
     def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> EncoderSession:

@@ -45,7 +45,7 @@ class EngineClosed(MemgptError):
 class Handle:
     """A submitted request: iterate it for its `Step`s (blocking), `await` them with `events()`, or wait for `result()`."""
 
-    def __init__(self, engine: "Engine", prompt_len: int):
+    def __init__(self, engine: Engine, prompt_len: int):
         self.prompt_len = prompt_len
         self._engine = engine
         self._events: deque[Step | Done | BaseException] = deque()
@@ -147,8 +147,14 @@ class _Running:
 class Engine:
     """Continuous batching over one loaded model. Use as a context manager, or call `close()`."""
 
-    def __init__(self, lm, slots: int | None = None, max_queue: int = 64, capacity: int | None = None,
-                 prefix_cache_bytes: int = 256 << 20):  # fmt: skip
+    def __init__(
+        self,
+        lm,
+        slots: int | None = None,
+        max_queue: int = 64,
+        capacity: int | None = None,
+        prefix_cache_bytes: int = 256 << 20,
+    ):
         self.lm = lm
         session = lm.session
         self.batched = lm.encoder is None and session.kv_cache.layout == "shared"
@@ -184,10 +190,15 @@ class Engine:
         """
         if self._closed:
             raise EngineClosed("the engine is closed; create a new one")
-        if isinstance(prompt, np.ndarray) and prompt.ndim == 2 or isinstance(prompt, (list, tuple)) and any(
-            isinstance(p, (list, tuple, np.ndarray)) for p in prompt
+        if (
+            isinstance(prompt, np.ndarray)
+            and prompt.ndim == 2
+            or isinstance(prompt, (list, tuple))
+            and any(isinstance(p, (list, tuple, np.ndarray)) for p in prompt)
         ):
-            raise UsageError("the engine takes one prompt per request (a list of token ids); submit each prompt on its own")
+            raise UsageError(
+                "the engine takes one prompt per request (a list of token ids); submit each prompt on its own"
+            )
         request, cross = self.lm.resolve(prompt, **options)
         if request.max_length > self.capacity:
             raise PromptTooLongError(
@@ -195,7 +206,9 @@ class Engine:
                 f"{self.capacity}; shorten the prompt or lower max_new_tokens"
             )
         handle = Handle(self, request.prompt_len)
-        running = _Running(handle, calls(request), request.input_ids[0], request, cross, reuse_prefix=reuse_prefix and self.batched)
+        running = _Running(
+            handle, calls(request), request.input_ids[0], request, cross, reuse_prefix=reuse_prefix and self.batched
+        )
         # one request at a time without shared slots: it runs on a cache of its own, whatever its width
         ticket = Ticket(rows=request.cache_rows if self.batched else 1, prompt_len=request.prompt_len, payload=running)
         with self._lock:
@@ -212,8 +225,11 @@ class Engine:
     def stats(self) -> dict[str, int]:
         """Requests running and waiting, and prompt tokens taken from the prefix store so far (a snapshot)."""
         with self._lock:
-            return {"running": len(self._scheduler.running), "waiting": len(self._scheduler.waiting),
-                    "reused_tokens": self._reused_tokens}  # fmt: skip
+            return {
+                "running": len(self._scheduler.running),
+                "waiting": len(self._scheduler.waiting),
+                "reused_tokens": self._reused_tokens,
+            }
 
     def close(self) -> None:
         """Stop the engine thread; unfinished requests end with EngineClosed."""
@@ -222,7 +238,7 @@ class Engine:
         if self._thread is not threading.current_thread():
             self._thread.join()
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -251,7 +267,9 @@ class Engine:
                 else:
                     self._run_alone(self._scheduler.running[0])
         except BaseException as exc:  # a failure of the model itself: every request learns it, none hangs
-            error = exc if isinstance(exc, MemgptError) else MemgptError(f"the engine stopped: {type(exc).__name__}: {exc}")
+            error = (
+                exc if isinstance(exc, MemgptError) else MemgptError(f"the engine stopped: {type(exc).__name__}: {exc}")
+            )
             self._closed = True
             self._fail_all(error)
             return
@@ -314,7 +332,7 @@ class Engine:
             ids[row, : end - begin] = ticket.payload.prompt[begin:end]
             real[row] = end - begin
         logits = self._slots.prefill(first, ids, real, np.maximum(real - 1, 0))  # (span, vocab)
-        for ticket, (begin, end) in zip(group, bounds):
+        for ticket, (_, end) in zip(group, bounds):
             ticket.prefilled = end
             if end == ticket.prompt_len:
                 row = ticket.start - first

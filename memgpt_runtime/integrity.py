@@ -20,7 +20,9 @@ _CHUNK = 1 << 20
 def inside(folder: Path, name: object, field: str) -> Path:
     """`folder / name` for a relative path that stays inside `folder`; ModelFolderError naming `field` otherwise."""
     if not isinstance(name, str) or not name:
-        raise ModelFolderError(f"the manifest's {field} must be a file name inside the folder, got {name!r}; re-export the folder")
+        raise ModelFolderError(
+            f"the manifest's {field} must be a file name inside the folder, got {name!r}; re-export the folder"
+        )
     relative = PurePosixPath(name.replace("\\", "/"))
     if relative.is_absolute() or ".." in relative.parts or (os.name == "nt" and ":" in name):
         raise ModelFolderError(f"the manifest's {field} {name!r} points outside its folder; re-export the folder")

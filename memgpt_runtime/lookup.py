@@ -111,8 +111,16 @@ def lookup_calls(request: Request):
     chain = build_processors(config, prompt_len)
     # only the processors that can forbid a token vet a draft (penalties never do, and top-p over a row of ones
     # would cut it at random)
-    banning = build_processors(config.replace(do_sample=False, renormalize_logits=False, repetition_penalty=1.0,
-                                              presence_penalty=0.0, frequency_penalty=0.0), prompt_len)  # fmt: skip
+    banning = build_processors(
+        config.replace(
+            do_sample=False,
+            renormalize_logits=False,
+            repetition_penalty=1.0,
+            presence_penalty=0.0,
+            frequency_penalty=0.0,
+        ),
+        prompt_len,
+    )
     eos = np.asarray(config.eos_token_id, dtype=np.int64)  # (n_eos,)
     num_tokens, ngram = config.prompt_lookup_num_tokens, config.max_matching_ngram_size or DEFAULT_NGRAM
 
@@ -144,9 +152,8 @@ def lookup_calls(request: Request):
             pacing.record(bool(steps[0].tokens[0] == unchecked[0]))
         if rejected:
             yield Rewind(rejected)  # the cache holds every kept token but the last, as after a plain step
-        for step in steps:
-            # subtle: each Step pauses before the next model call, so closing here stops the model
-            yield step
+        # subtle: each Step pauses before the next model call, so closing here stops the model
+        yield from steps
         if finished or cur_len >= max_length:
             break
         last = ids[:, cur_len - 1]  # (1,)

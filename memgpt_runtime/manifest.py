@@ -164,12 +164,16 @@ def read_manifest(folder: str | Path, check_files: bool = True) -> Manifest:
     """
     folder = Path(folder)
     if not folder.exists():
-        raise ModelFolderError(f"model folder {folder} does not exist; export one with `memgpt export MODEL -o {folder}`")
+        raise ModelFolderError(
+            f"model folder {folder} does not exist; export one with `memgpt export MODEL -o {folder}`"
+        )
     if not folder.is_dir():
         raise ModelFolderError(f"{folder} is not a folder; pass the folder that `memgpt export` wrote")
     path = folder / FILENAME
     if not path.is_file():
-        raise ModelFolderError(f"{folder} has no {FILENAME}: it is not a memgpt export; export it with `memgpt export MODEL -o {folder}`")
+        raise ModelFolderError(
+            f"{folder} has no {FILENAME}: it is not a memgpt export; export it with `memgpt export MODEL -o {folder}`"
+        )
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
@@ -189,11 +193,15 @@ def read_manifest(folder: str | Path, check_files: bool = True) -> Manifest:
         graph=_spec(GraphSpec, body.pop("graph", None), "graph", path),
         kv_cache=_spec(KVCacheSpec, body.pop("kv_cache", None), "kv_cache", path),
         tokens=_spec(TokenSpec, body.pop("tokens", None), "tokens", path),
-        encoder=_spec(EncoderSpec, encoder, "encoder", path) if (encoder := body.pop("encoder", None)) is not None else None,
+        encoder=_spec(EncoderSpec, encoder, "encoder", path)
+        if (encoder := body.pop("encoder", None)) is not None
+        else None,
         **_fields(Manifest, body, "", path),
     )
     if manifest.kind not in KINDS or (manifest.kind == "encoder-decoder") != (manifest.encoder is not None):
-        raise ModelFolderError(f"{path} has model kind {manifest.kind!r} and encoder {manifest.encoder!r}; {REEXPORT_HINT}")
+        raise ModelFolderError(
+            f"{path} has model kind {manifest.kind!r} and encoder {manifest.encoder!r}; {REEXPORT_HINT}"
+        )
     check_fields(manifest, folder, REEXPORT_HINT)
     if check_files:
         _check_files(folder, manifest)

@@ -14,8 +14,14 @@ from .errors import ModelFolderError
 from .integrity import inside
 
 # generation defaults that hold token ids, each an id or a list of ids (bad_words_ids: a list of lists)
-TOKEN_DEFAULTS = ("eos_token_id", "pad_token_id", "bos_token_id", "forced_bos_token_id", "forced_eos_token_id",
-                  "decoder_start_token_id")  # fmt: skip
+TOKEN_DEFAULTS = (
+    "eos_token_id",
+    "pad_token_id",
+    "bos_token_id",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "decoder_start_token_id",
+)
 
 
 def check_fields(manifest: Any, folder: Path, hint: str) -> None:
@@ -58,8 +64,16 @@ def check_fields(manifest: Any, folder: Path, hint: str) -> None:
     graph = manifest.graph
     name("graph.input_ids", graph.input_ids)
     name("graph.logits", graph.logits)
-    for field in ("attention_mask", "position_ids", "seqlens_k", "total_sequence_length", "last_index",
-                  "encoder_attention_mask", "cross_key", "cross_value"):  # fmt: skip
+    for field in (
+        "attention_mask",
+        "position_ids",
+        "seqlens_k",
+        "total_sequence_length",
+        "last_index",
+        "encoder_attention_mask",
+        "cross_key",
+        "cross_value",
+    ):
         name(f"graph.{field}", getattr(graph, field), optional=True)
 
     if graph.all_positions is not None and not (_is_int(graph.all_positions) and graph.all_positions < 0):

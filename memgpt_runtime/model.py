@@ -103,7 +103,11 @@ class LanguageModel:
         encoder-decoder model the encoder's cross attention of its sources (the encoder runs here)."""
         config = self.generation_config(**options)
         graph = self.manifest.graph
-        if config.prompt_lookup_num_tokens is not None and self.manifest.kv_cache.layout == "shared" and graph.all_positions is None:
+        if (
+            config.prompt_lookup_num_tokens is not None
+            and self.manifest.kv_cache.layout == "shared"
+            and graph.all_positions is None
+        ):
             raise UsageError(
                 "prompt_lookup_num_tokens needs a graph that returns the logits of every position; "
                 "re-export the model with this version of memgpt export"
@@ -114,7 +118,10 @@ class LanguageModel:
         else:
             source, source_mask = self._prepare_inputs(input_ids, attention_mask, config, side="right")
             cross = CrossAttention(
-                self.manifest.graph, self.manifest.kv_cache.num_layers, self.encoder.encode(source, source_mask), source_mask
+                self.manifest.graph,
+                self.manifest.kv_cache.num_layers,
+                self.encoder.encode(source, source_mask),
+                source_mask,
             )
             ids, mask = self._decoder_start(len(source), config)
         rng = np.random.default_rng(config.seed) if config.do_sample else None
@@ -172,10 +179,14 @@ class LanguageModel:
         """A prompt's ids: a plain string, or a user turn (or a whole conversation) through the chat template."""
         if isinstance(prompt, list):
             if not prompt:
-                raise UsageError("the prompt is an empty list; give a string, a list of strings or a list of chat messages")
+                raise UsageError(
+                    "the prompt is an empty list; give a string, a list of strings or a list of chat messages"
+                )
             return self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True)
         if not isinstance(prompt, str):
-            raise UsageError(f"the prompt must be a string (or, for chat, a list of messages), got {type(prompt).__name__}")
+            raise UsageError(
+                f"the prompt must be a string (or, for chat, a list of messages), got {type(prompt).__name__}"
+            )
         if not prompt.strip():
             raise UsageError("the prompt is empty; give some text to continue")
         if chat:
@@ -201,7 +212,9 @@ class LanguageModel:
             return self._stream(rows[0], options)
         out = self.generate(rows, **options)
         sequences = out.sequences if isinstance(out, GenerateResult) else out
-        texts = self.tokenizer.batch_decode(self.new_tokens(sequences, max(len(r) for r in rows)), skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(
+            self.new_tokens(sequences, max(len(r) for r in rows)), skip_special_tokens=True
+        )
         return texts if batch or len(texts) > 1 else texts[0]
 
     def _stream(self, ids: list[int], options: dict[str, Any]) -> Generator[str, None, GenerateResult]:

@@ -49,7 +49,9 @@ def windows(length: int, context: int, stride: int) -> list[tuple[int, int, int]
 
 def check_window(context: int, stride: int, model_context: int) -> None:
     if isinstance(context, bool) or not isinstance(context, int) or not 2 <= context <= model_context:
-        raise UsageError(f"context must be a whole number in [2, {model_context}] (the model's context), got {context!r}")
+        raise UsageError(
+            f"context must be a whole number in [2, {model_context}] (the model's context), got {context!r}"
+        )
     if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= context:
         raise UsageError(f"stride must be a whole number in [1, context={context}], got {stride!r}")
 
@@ -101,13 +103,16 @@ def read_text(path: str) -> str:
 def register(subparsers) -> None:
     """Add `perplexity` to the `memgpt` command."""
     parser = subparsers.add_parser(
-        "perplexity", help="sliding-window perplexity of an exported model over a text file",
+        "perplexity",
+        help="sliding-window perplexity of an exported model over a text file",
         description="Perplexity of DIR over TEXTFILE: windows of --context tokens every --stride tokens, each "
-                    "scoring the tokens the previous window did not (as the transformers documentation computes it).",
-    )  # fmt: skip
+        "scoring the tokens the previous window did not (as the transformers documentation computes it).",
+    )
     parser.add_argument("model", metavar="DIR", help="a folder written by `memgpt export`")
     parser.add_argument("text", metavar="TEXTFILE", help="a UTF-8 text file")
-    parser.add_argument("--context", type=int, help=f"tokens per window (default: {DEFAULT_CONTEXT}, or the model's context if shorter)")
+    parser.add_argument(
+        "--context", type=int, help=f"tokens per window (default: {DEFAULT_CONTEXT}, or the model's context if shorter)"
+    )
     parser.add_argument("--stride", type=int, help="tokens between window starts (default: half the context)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: one per physical core)")
@@ -126,12 +131,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": str(args.model), "text": str(args.text), **asdict(result)}))
     else:
-        print(f"perplexity {result.perplexity:.4f} over {result.tokens} tokens "
-              f"(context {result.context}, stride {result.stride}, {result.windows} windows, {result.seconds:.1f} s)")  # fmt: skip
+        print(
+            f"perplexity {result.perplexity:.4f} over {result.tokens} tokens "
+            f"(context {result.context}, stride {result.stride}, {result.windows} windows, {result.seconds:.1f} s)"
+        )
     return 0
 
 
 def _bar(done: int, total: int, width: int = 30) -> None:
     filled = width * done // total
     end = "\n" if done == total else ""
-    print(f"\rperplexity [{'#' * filled}{'.' * (width - filled)}] {done}/{total} windows", end=end, file=sys.stderr, flush=True)
+    print(
+        f"\rperplexity [{'#' * filled}{'.' * (width - filled)}] {done}/{total} windows",
+        end=end,
+        file=sys.stderr,
+        flush=True,
+    )

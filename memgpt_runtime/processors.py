@@ -166,8 +166,14 @@ def build_processors(config: GenerationConfig, prompt_length: int) -> list[Proce
         chain.append(partial(repetition_penalty, penalty=config.repetition_penalty))
     if config.presence_penalty != 0.0 or config.frequency_penalty != 0.0:
         # vLLM applies these right after the repetition penalty, before temperature and the top-k/top-p filters
-        chain.append(partial(presence_frequency_penalty, prompt_length=prompt_length,
-                             presence=config.presence_penalty, frequency=config.frequency_penalty))  # fmt: skip
+        chain.append(
+            partial(
+                presence_frequency_penalty,
+                prompt_length=prompt_length,
+                presence=config.presence_penalty,
+                frequency=config.frequency_penalty,
+            )
+        )
     if config.no_repeat_ngram_size > 0:
         chain.append(partial(no_repeat_ngram, size=config.no_repeat_ngram_size))
     if config.bad_words_ids:
@@ -185,7 +191,9 @@ def build_processors(config: GenerationConfig, prompt_length: int) -> list[Proce
     if config.forced_bos_token_id is not None:
         chain.append(partial(forced_token, at_length=1, tokens=(config.forced_bos_token_id,)))
     if config.forced_eos_token_id is not None:
-        chain.append(partial(forced_token, at_length=config.total_length(prompt_length) - 1, tokens=config.forced_eos_token_id))
+        chain.append(
+            partial(forced_token, at_length=config.total_length(prompt_length) - 1, tokens=config.forced_eos_token_id)
+        )
     if config.do_sample:
         keep = 1  # min_tokens_to_keep for non-beam sampling (beam sampling is refused by GenerationConfig)
         if config.temperature != 1.0:

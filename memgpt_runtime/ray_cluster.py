@@ -27,10 +27,14 @@ def connect(address: str, replicas: int, threads: int) -> str | None:
             try:
                 ray.init(address=address, log_to_driver=False)
             except (ConnectionError, ValueError) as exc:
-                raise UsageError(f"cannot join the Ray cluster at {address!r} ({exc}); start one with `ray start --head`, "
-                                 "or pass --ray local") from None  # fmt: skip
+                raise UsageError(
+                    f"cannot join the Ray cluster at {address!r} ({exc}); start one with `ray start --head`, "
+                    "or pass --ray local"
+                ) from None
     cpus = ray.cluster_resources().get("CPU", 0)
     if replicas * threads > cpus:
-        raise UsageError(f"{replicas} replicas x {threads} threads need {replicas * threads} CPUs but the Ray cluster "
-                         f"has {cpus:g}; lower the replicas or their threads")  # fmt: skip
+        raise UsageError(
+            f"{replicas} replicas x {threads} threads need {replicas * threads} CPUs but the Ray cluster "
+            f"has {cpus:g}; lower the replicas or their threads"
+        )
     return started

@@ -64,11 +64,15 @@ class Request:
         if not (isinstance(ids, np.ndarray) and ids.dtype == np.int64 and ids.ndim == 2 and ids.shape[1] > 0):
             raise UsageError(f"input_ids must be a non-empty (batch, prompt_len) int64 array, got {_describe(ids)}")
         if not (isinstance(mask, np.ndarray) and mask.dtype == np.int64 and mask.shape == ids.shape):
-            raise UsageError(f"attention_mask must be an int64 array of the shape of input_ids {ids.shape}, got {_describe(mask)}")
+            raise UsageError(
+                f"attention_mask must be an int64 array of the shape of input_ids {ids.shape}, got {_describe(mask)}"
+            )
         if self.config.max_length is None or self.config.max_new_tokens is not None:
             raise UsageError("the request's config needs a concrete max_length: build it with Request.resolve")
         if self.config.max_length <= ids.shape[1]:
-            raise UsageError(f"max_length ({self.config.max_length}) leaves no room after the {ids.shape[1]}-token prompt")
+            raise UsageError(
+                f"max_length ({self.config.max_length}) leaves no room after the {ids.shape[1]}-token prompt"
+            )
         if self.config.prompt_lookup_num_tokens is not None and ids.shape[0] > 1:
             raise UsageError(
                 f"prompt_lookup_num_tokens takes one prompt at a time (as transformers), got a batch of {ids.shape[0]}"

@@ -44,7 +44,9 @@ def token_logprobs(logits: np.ndarray, tokens: np.ndarray, k: int) -> TokenLogpr
     logprobs = log_softmax(np.asarray(logits, dtype=np.float32))  # (rows, vocab)
     rows = np.arange(logprobs.shape[0])
     k = min(k, logprobs.shape[1])
-    top_ids = np.argpartition(-logprobs, k - 1, axis=-1)[:, :k] if k else np.zeros((len(rows), 0), np.int64)  # (rows, k)
+    top_ids = (
+        np.argpartition(-logprobs, k - 1, axis=-1)[:, :k] if k else np.zeros((len(rows), 0), np.int64)
+    )  # (rows, k)
     order = np.argsort(-np.take_along_axis(logprobs, top_ids, axis=-1), axis=-1, kind="stable")
     top_ids = np.take_along_axis(top_ids, order, axis=-1).astype(np.int64)
     return TokenLogprobs(logprobs[rows, tokens], top_ids, np.take_along_axis(logprobs, top_ids, axis=-1))

@@ -58,7 +58,9 @@ def chunk_bounds(prefilled: int, prompt_len: int, chunk: int) -> tuple[int, int]
 class Scheduler:
     def __init__(self, slots: int, max_queue: int):
         if slots < 1 or max_queue < 1:
-            raise UsageError(f"an engine needs at least one slot and a queue of at least one, got {slots} and {max_queue}")
+            raise UsageError(
+                f"an engine needs at least one slot and a queue of at least one, got {slots} and {max_queue}"
+            )
         self.slots, self.max_queue = slots, max_queue
         self.waiting: deque[Ticket] = deque()
         self.running: list[Ticket] = []  # placed tickets, in admission order

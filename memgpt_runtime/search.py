@@ -24,8 +24,18 @@ from .request import Done, Forward, GenerateResult, Prefill, Request, Rewind, Se
 from .sampling import greedy_tokens, sample_tokens, token_logprobs
 from .state import DecoderState
 
-__all__ = ["DecoderState", "Done", "GenerateResult", "Request", "Step", "calls", "drive", "finish", "generate_ids",
-           "search"]  # fmt: skip
+__all__ = [
+    "DecoderState",
+    "Done",
+    "GenerateResult",
+    "Request",
+    "Step",
+    "calls",
+    "drive",
+    "finish",
+    "generate_ids",
+    "search",
+]
 
 Call = Prefill | Select | Forward | Verify | Rewind
 Calls = Generator["Call | Step | Done", "np.ndarray | None", None]

@@ -26,7 +26,10 @@ CACHES = {"concat": ConcatCache, "shared": SharedCache}
 # `generate()` as in the engine: one chunk is the longest the engine makes other requests wait, and chunk
 # boundaries change the last bits of the logits, so both must use the same
 PREFILL_CHUNK = 256
-LAYOUT_INPUTS = {"concat": (), "shared": ("seqlens_k", "total_sequence_length", "last_index")}  # GraphSpec names each needs
+LAYOUT_INPUTS = {
+    "concat": (),
+    "shared": ("seqlens_k", "total_sequence_length", "last_index"),
+}  # GraphSpec names each needs
 
 
 def make_session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -44,7 +47,9 @@ def make_session_options(threads: int | None = None) -> ort.SessionOptions:
 def open_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
     """An ONNX Runtime CPU session over `path`; a load failure becomes a one-line ModelFolderError."""
     try:
-        return ort.InferenceSession(str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(path), sess_options=make_session_options(threads), providers=["CPUExecutionProvider"]
+        )
     except Exception as exc:  # onnxruntime raises its own types, all without a hint for the user
         raise ModelFolderError(f"cannot load {path}: {first_line(exc)}; {REEXPORT_HINT}") from None
 
@@ -72,19 +77,34 @@ class DecoderSession:
 
     @classmethod
     def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> DecoderSession:
-        return cls(Path(folder) / manifest.model_file, manifest.graph, manifest.kv_cache, manifest.vocab_size,
-                   manifest.context_length, threads)
+        return cls(
+            Path(folder) / manifest.model_file,
+            manifest.graph,
+            manifest.kv_cache,
+            manifest.vocab_size,
+            manifest.context_length,
+            threads,
+        )
 
     def _check_io(self) -> None:
         """Refuse a graph whose inputs and outputs are not the ones the manifest names."""
         graph, kv = self.graph, self.kv_cache
         inputs = {i.name for i in self.session.get_inputs()}
         outputs = {o.name for o in self.session.get_outputs()}
-        optional = (graph.attention_mask, graph.position_ids, graph.seqlens_k, graph.total_sequence_length,
-                    graph.last_index, graph.encoder_attention_mask)
+        optional = (
+            graph.attention_mask,
+            graph.position_ids,
+            graph.seqlens_k,
+            graph.total_sequence_length,
+            graph.last_index,
+            graph.encoder_attention_mask,
+        )
         wanted_in = {graph.input_ids} | {n for n in optional if n}
         wanted_out = {graph.logits}
-        wanted_in |= {*kv.past_names(), *layer_names(kv.num_layers, *(n for n in (graph.cross_key, graph.cross_value) if n))}
+        wanted_in |= {
+            *kv.past_names(),
+            *layer_names(kv.num_layers, *(n for n in (graph.cross_key, graph.cross_value) if n)),
+        }
         wanted_out |= set(kv.present_names())
         missing = sorted((wanted_in - inputs) | (wanted_out - outputs))
         if missing:
@@ -95,15 +115,23 @@ class DecoderSession:
             )
         unnamed = sorted(inputs - wanted_in)
         if unnamed:
-            raise ModelFolderError(f"the ONNX model takes {unnamed[0]!r}, which its manifest does not name; {REEXPORT_HINT}")
+            raise ModelFolderError(
+                f"the ONNX model takes {unnamed[0]!r}, which its manifest does not name; {REEXPORT_HINT}"
+            )
         needed = [n for n in LAYOUT_INPUTS[kv.layout] if getattr(graph, n) is None]
         if needed:
-            raise ModelFolderError(f"the manifest's graph.{needed[0]} is null, which a {kv.layout!r} KV cache needs; {REEXPORT_HINT}")
-        shapes = {i.name: i.shape for i in self.session.get_inputs()} | {o.name: o.shape for o in self.session.get_outputs()}
+            raise ModelFolderError(
+                f"the manifest's graph.{needed[0]} is null, which a {kv.layout!r} KV cache needs; {REEXPORT_HINT}"
+            )
+        shapes = {i.name: i.shape for i in self.session.get_inputs()} | {
+            o.name: o.shape for o in self.session.get_outputs()
+        }
         # (batch, kv_heads, length, head_size) caches; (batch, [seq,] vocab) logits; symbolic dims are not checked
-        expected = {(kv.past_key.format(i=0), 1): ("kv_cache.num_kv_heads", kv.num_kv_heads),
-                    (kv.past_key.format(i=0), 3): ("kv_cache.head_size", kv.head_size),
-                    (graph.logits, -1): ("vocab_size", self.vocab_size)}  # fmt: skip
+        expected = {
+            (kv.past_key.format(i=0), 1): ("kv_cache.num_kv_heads", kv.num_kv_heads),
+            (kv.past_key.format(i=0), 3): ("kv_cache.head_size", kv.head_size),
+            (graph.logits, -1): ("vocab_size", self.vocab_size),
+        }
         for (name, axis), (field, value) in expected.items():
             dims = shapes.get(name) or []
             dim = dims[axis] if -len(dims) <= axis < len(dims) else None

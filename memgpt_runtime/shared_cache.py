@@ -33,7 +33,9 @@ class SharedCache:
         if not left_padded.all() or lengths.min() < 1:
             raise UsageError("the attention mask must be left padding (zeros, then ones) with a token in every row")
         if rows > self._max_rows or lengths.max() > self._max_length:
-            raise ValueError(f"prefill of {rows}x{lengths.max()} exceeds the cache of {self._max_rows}x{self._max_length}")
+            raise ValueError(
+                f"prefill of {rows}x{lengths.max()} exceeds the cache of {self._max_rows}x{self._max_length}"
+            )
         longest = int(lengths.max())
         # (rows, longest): each row's real tokens first, then padding (any id; the graph never attends to it)
         start = (width - lengths)[:, None]
@@ -47,7 +49,9 @@ class SharedCache:
         for row in np.flatnonzero(lengths > first):
             for begin in range(first, int(lengths[row]), self._chunk):
                 end = min(begin + self._chunk, int(lengths[row]))
-                out[row] = self._slots.prefill(row, right[row : row + 1, begin:end], [end - begin], [end - begin - 1])[0]
+                out[row] = self._slots.prefill(row, right[row : row + 1, begin:end], [end - begin], [end - begin - 1])[
+                    0
+                ]
         return out
 
     def step(self, tokens: np.ndarray) -> np.ndarray:

@@ -83,8 +83,14 @@ class SlotCache:
         self._seqlens[start:end] = held + n - 1
         self._total[...] = int((held + n).max())
         self._last[start:end] = last
-        self._run(start, rows, np.ascontiguousarray(ids, np.int64), self._seqlens[start:end], self._last[start:end],
-                  self._logits[start:end])  # fmt: skip
+        self._run(
+            start,
+            rows,
+            np.ascontiguousarray(ids, np.int64),
+            self._seqlens[start:end],
+            self._last[start:end],
+            self._logits[start:end],
+        )
         self._step_bound = None
         held += real
         return self._logits[start:end]
@@ -108,8 +114,14 @@ class SlotCache:
         self._seqlens[slot] = held + n - 1
         self._total[...] = held + n
         self._last[slot] = self._all_positions
-        self._run(slot, 1, np.asarray(ids, np.int64).reshape(1, n), self._seqlens[slot : slot + 1],
-                  self._last[slot : slot + 1], self._every[:n])  # fmt: skip
+        self._run(
+            slot,
+            1,
+            np.asarray(ids, np.int64).reshape(1, n),
+            self._seqlens[slot : slot + 1],
+            self._last[slot : slot + 1],
+            self._every[:n],
+        )
         self._step_bound = None
         self.lengths[slot] = held + n
         return self._every[:n]
@@ -120,7 +132,10 @@ class SlotCache:
         asked = len(tokens)
         rows = max(asked, self.min_rows)
         if rows > asked:
-            tokens, live = np.append(tokens, np.zeros(rows - len(tokens), np.int64)), np.append(live, [False] * (rows - len(live)))
+            tokens, live = (
+                np.append(tokens, np.zeros(rows - len(tokens), np.int64)),
+                np.append(live, [False] * (rows - len(live))),
+            )
         held = self.lengths[:rows]
         if (held[live] + 1).max(initial=0) > self.capacity:
             raise ValueError(f"a slot passes its capacity of {self.capacity} positions")
@@ -173,8 +188,9 @@ class SlotCache:
                 for m in self._maps:
                     m.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
-    def _run(self, start: int, rows: int, ids: np.ndarray, seqlens: np.ndarray, last: np.ndarray,
-             logits: np.ndarray) -> None:  # fmt: skip
+    def _run(
+        self, start: int, rows: int, ids: np.ndarray, seqlens: np.ndarray, last: np.ndarray, logits: np.ndarray
+    ) -> None:
         binding, graph = self._binding, self._graph
         binding.bind_cpu_input(graph.input_ids, ids)
         binding.bind_cpu_input(graph.seqlens_k, seqlens)

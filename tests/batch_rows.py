@@ -16,17 +16,23 @@ ROWS = [
     ({"id": "greedy", "prompt": "The quick brown fox", "max_tokens": 12, "temperature": 0}, dict(max_new_tokens=12)),
     ({"id": 2, "prompt": "Once upon a time there was", "max_tokens": 10, "temperature": 0}, dict(max_new_tokens=10)),
     ({"id": "chat", "messages": CHAT, "max_tokens": 12, "temperature": 0}, dict(max_new_tokens=12)),
-    ({"id": "sampled", "prompt": "def main():", "max_tokens": 12, "temperature": 0.8, "top_p": 0.9, "seed": 7},
-     dict(max_new_tokens=12, do_sample=True, temperature=0.8, top_p=0.9, top_k=0, seed=7)),
-    ({"id": "sampled-n", "prompt": "Numbers: 0 1 2 3", "max_tokens": 8, "temperature": 1.0, "seed": 3, "n": 2},
-     dict(max_new_tokens=8, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, seed=3, num_return_sequences=2)),
-    ({"id": "beam", "prompt": "Once upon a time", "max_tokens": 10, "use_beam_search": True, "n": 2},
-     dict(max_new_tokens=10, num_beams=2, num_return_sequences=2)),
+    (
+        {"id": "sampled", "prompt": "def main():", "max_tokens": 12, "temperature": 0.8, "top_p": 0.9, "seed": 7},
+        dict(max_new_tokens=12, do_sample=True, temperature=0.8, top_p=0.9, top_k=0, seed=7),
+    ),
+    (
+        {"id": "sampled-n", "prompt": "Numbers: 0 1 2 3", "max_tokens": 8, "temperature": 1.0, "seed": 3, "n": 2},
+        dict(max_new_tokens=8, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, seed=3, num_return_sequences=2),
+    ),
+    (
+        {"id": "beam", "prompt": "Once upon a time", "max_tokens": 10, "use_beam_search": True, "n": 2},
+        dict(max_new_tokens=10, num_beams=2, num_return_sequences=2),
+    ),
     ({"id": "bad-top-p", "prompt": "hi", "top_p": 1.5}, "top_p"),
     ({"id": "unknown", "prompt": "hi", "whatever": 1}, "whatever"),
     ({"id": "stream", "prompt": "hi", "stream": True}, "stream"),
     ({"id": "too-long", "prompt": "hi " * 40, "max_tokens": 100000}, "prompt"),
-]  # fmt: skip
+]
 MALFORMED = ["{not json", json.dumps({"prompt": "no id"}), json.dumps({"id": "greedy", "prompt": "a repeated id"})]
 
 

@@ -28,18 +28,30 @@ def build_wide_llama(folder: Path, seed: int = 3) -> Path:
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=tiny_models.VOCAB_SIZE, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
-        bos_token_id=tiny_models.BOS_ID, eos_token_id=tiny_models.EOS_ID, pad_token_id=tiny_models.PAD_ID,
+        vocab_size=tiny_models.VOCAB_SIZE,
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rms_norm_eps=1e-5,
+        bos_token_id=tiny_models.BOS_ID,
+        eos_token_id=tiny_models.EOS_ID,
+        pad_token_id=tiny_models.PAD_ID,
         tie_word_embeddings=True,
-    )  # fmt: skip
+    )
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # larger weights than the default init, so that rounding shows in the logits
         for p in model.parameters():
             if p.ndim == 2:
                 p.normal_(0, 0.08)
-    gen = GenerationConfig(bos_token_id=tiny_models.BOS_ID, eos_token_id=[tiny_models.EOS_ID, tiny_models.IM_END_ID],
-                           pad_token_id=tiny_models.PAD_ID, max_new_tokens=16)  # fmt: skip
+    gen = GenerationConfig(
+        bos_token_id=tiny_models.BOS_ID,
+        eos_token_id=[tiny_models.EOS_ID, tiny_models.IM_END_ID],
+        pad_token_id=tiny_models.PAD_ID,
+        max_new_tokens=16,
+    )
     return tiny_models._save(model, tiny_models.build_tokenizer(add_bos=True), gen, folder)
 
 
@@ -50,7 +62,10 @@ def write_gguf(hf_folder: Path, path: Path, types: Types) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(hf_folder)
-    state = {k: v.float().numpy() for k, v in AutoModelForCausalLM.from_pretrained(hf_folder, dtype=torch.float32).state_dict().items()}
+    state = {
+        k: v.float().numpy()
+        for k, v in AutoModelForCausalLM.from_pretrained(hf_folder, dtype=torch.float32).state_dict().items()
+    }
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_block_count(config.num_hidden_layers)
@@ -140,10 +155,18 @@ def quantize_q4_k(values: np.ndarray) -> np.ndarray:
     sc = np.clip(np.round(scale / np.where(d == 0, 1, d).astype(np.float32)), 0, 63).astype(np.uint8)
     m = np.clip(np.round(minimum / np.where(dmin == 0, 1, dmin).astype(np.float32)), 0, 63).astype(np.uint8)
     step = d.astype(np.float32) * sc
-    q = np.clip(np.round((x + (dmin.astype(np.float32) * m)[..., None]) / np.where(step == 0, 1, step)[..., None]), 0, 15)
+    q = np.clip(
+        np.round((x + (dmin.astype(np.float32) * m)[..., None]) / np.where(step == 0, 1, step)[..., None]), 0, 15
+    )
     q = q.astype(np.uint8)
-    scales = np.concatenate([(sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6), (m[:, :4] & 63) | ((m[:, 4:] >> 4) << 6),
-                             (sc[:, 4:] & 15) | ((m[:, 4:] & 15) << 4)], axis=1)  # fmt: skip
+    scales = np.concatenate(
+        [
+            (sc[:, :4] & 63) | ((sc[:, 4:] >> 4) << 6),
+            (m[:, :4] & 63) | ((m[:, 4:] >> 4) << 6),
+            (sc[:, 4:] & 15) | ((m[:, 4:] & 15) << 4),
+        ],
+        axis=1,
+    )
     qs = (q[:, 0::2] | (q[:, 1::2] << 4)).reshape(-1, 128)  # chunk i: sub-block 2i low nibbles, 2i+1 high
     blocks = np.concatenate([d.view(np.uint8), dmin.view(np.uint8), scales, qs], axis=1)  # (sb, 144)
     return blocks.reshape(rows, -1)

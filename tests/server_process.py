@@ -28,8 +28,18 @@ class ServerProcess:
         self.port = free_port()
         self.api_key = api_key
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "memgpt_runtime.cli", "serve", str(folder), "--port", str(self.port),
-                   "--log-level", "warning", *args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "memgpt_runtime.cli",
+            "serve",
+            str(folder),
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            *args,
+        ]
         if api_key:
             command += ["--api-key", api_key]
         self.log = log
@@ -54,8 +64,15 @@ class ServerProcess:
             time.sleep(0.05)
         raise TimeoutError(f"the server did not become healthy within {timeout} s: {self.output()}")
 
-    def request(self, method: str, path: str, body=None, headers: dict | None = None, key: str | None = "default",
-                timeout: float = 60) -> tuple[int, dict, object]:  # fmt: skip
+    def request(
+        self,
+        method: str,
+        path: str,
+        body=None,
+        headers: dict | None = None,
+        key: str | None = "default",
+        timeout: float = 60,
+    ) -> tuple[int, dict, object]:
         """(status, headers, decoded JSON or text) of one request; `key` None sends no key."""
         key = self.api_key if key == "default" else key
         head = dict(headers or {})
@@ -81,7 +98,9 @@ class ServerProcess:
     def client(self, **options):
         import openai
 
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.api_key or "none", max_retries=0, timeout=120, **options)
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=self.api_key or "none", max_retries=0, timeout=120, **options
+        )
 
     def metric(self, name: str, default: float | None = None) -> float:
         """The value of the sample `name` (with its labels, if any) in /metrics."""

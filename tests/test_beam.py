@@ -46,8 +46,13 @@ def assert_parity(ours, theirs) -> None:
 @pytest.mark.parametrize("early_stopping", [True, False, "never"])
 def test_beam_search_matches_transformers(name, num_beams, length_penalty, early_stopping):
     ours, theirs = run_both(
-        name, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
-        max_new_tokens=12, eos_token_id=EOS[name], pad_token_id=0,
+        name,
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        max_new_tokens=12,
+        eos_token_id=EOS[name],
+        pad_token_id=0,
     )
     assert_parity(ours, theirs)
 
@@ -71,8 +76,13 @@ def test_eos_finishes_hypotheses_at_different_lengths(name):
 @pytest.mark.parametrize("early_stopping", [True, False])
 def test_num_return_sequences(num_return_sequences, early_stopping):
     ours, theirs = run_both(
-        "llama", num_beams=4, num_return_sequences=num_return_sequences, early_stopping=early_stopping,
-        max_new_tokens=10, eos_token_id=EOS["llama"], pad_token_id=0,
+        "llama",
+        num_beams=4,
+        num_return_sequences=num_return_sequences,
+        early_stopping=early_stopping,
+        max_new_tokens=10,
+        eos_token_id=EOS["llama"],
+        pad_token_id=0,
     )
     assert ours.sequences.shape[0] == len(PROMPTS) * num_return_sequences
     assert_parity(ours, theirs)
@@ -172,7 +182,11 @@ L = {k: {t: math.log(p) for t, p in enumerate(v) if p} for k, v in NEXT.items()}
 def test_beam_bookkeeping_by_hand(early_stopping, expected_ids, expected_scores, expected_selects):
     fake = MarkovFake()
     config = GenerationConfig(
-        num_beams=2, num_return_sequences=2, max_new_tokens=3, eos_token_id=EOS_ID, pad_token_id=PAD,
+        num_beams=2,
+        num_return_sequences=2,
+        max_new_tokens=3,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD,
         early_stopping=early_stopping,
     )
     result = generate_ids(fake, np.array([[A]]), np.array([[1]]), config)

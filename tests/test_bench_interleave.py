@@ -10,8 +10,16 @@ import pytest
 
 from benchmarks import interleave, workloads
 
-SETTINGS = {"warmup": 1, "repeats": 2, "timeout": 60, "decode_new": 4, "beams": 2, "beam_new": 3, "batch_new": 2,
-            "steps_new": 5}  # fmt: skip
+SETTINGS = {
+    "warmup": 1,
+    "repeats": 2,
+    "timeout": 60,
+    "decode_new": 4,
+    "beams": 2,
+    "beam_new": 3,
+    "batch_new": 2,
+    "steps_new": 5,
+}
 INPUTS = {"prefill": [1, 2, 3], "chat": [1, 2], "batch": [[1], [2, 3]]}
 
 
@@ -20,19 +28,34 @@ def interleaved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("interleave")
     calls = folder / "calls.txt"
     engines = {"A": {}, "B": {"beam_search": False}, "C": {"broken": "beam"}, "D": {"broken": "load"}}
-    specs = {name: {"adapter": "tests.fake_engine", "job": "speed", "threads": 1, "inputs": INPUTS,
-                    "settings": SETTINGS, "name": name, "calls": str(calls), **extra}
-             for name, extra in engines.items()}  # fmt: skip
-    results = interleave.run(specs, workloads.SPEED, ["greedy", "beam", "batch", "steps"], SETTINGS, folder, lambda m: None)
+    specs = {
+        name: {
+            "adapter": "tests.fake_engine",
+            "job": "speed",
+            "threads": 1,
+            "inputs": INPUTS,
+            "settings": SETTINGS,
+            "name": name,
+            "calls": str(calls),
+            **extra,
+        }
+        for name, extra in engines.items()
+    }
+    results = interleave.run(
+        specs, workloads.SPEED, ["greedy", "beam", "batch", "steps"], SETTINGS, folder, lambda m: None
+    )
     return results, calls.read_text().split("\n")[:-1]
 
 
-@pytest.mark.parametrize("names, index, expected", [
-    (["A", "B", "C"], 0, ["A", "B", "C"]),
-    (["A", "B", "C"], 1, ["C", "B", "A"]),
-    (["A", "B", "C"], 2, ["A", "B", "C"]),
-    (["A"], 1, ["A"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "names, index, expected",
+    [
+        (["A", "B", "C"], 0, ["A", "B", "C"]),
+        (["A", "B", "C"], 1, ["C", "B", "A"]),
+        (["A", "B", "C"], 2, ["A", "B", "C"]),
+        (["A"], 1, ["A"]),
+    ],
+)
 def test_turns_reverse_every_round(names, index, expected):
     assert interleave.order(names, index) == expected
 
@@ -68,8 +91,15 @@ def test_only_timed_rounds_are_kept_and_summarized(interleaved):
 
 
 def test_a_worker_that_stops_answering_times_out_with_one_line(tmp_path):
-    spec = {"adapter": "tests.fake_engine", "job": "speed", "threads": 1, "inputs": {"chat": [1]},
-            "settings": {**SETTINGS, "decode_new": 5000}, "name": "slow", "calls": str(tmp_path / "calls.txt")}  # fmt: skip
+    spec = {
+        "adapter": "tests.fake_engine",
+        "job": "speed",
+        "threads": 1,
+        "inputs": {"chat": [1]},
+        "settings": {**SETTINGS, "decode_new": 5000},
+        "name": "slow",
+        "calls": str(tmp_path / "calls.txt"),
+    }
     worker = interleave.Worker(spec, tmp_path / "worker.log", timeout=60)
     assert worker.call(None)["status"] == "ok"
     worker.timeout = 1  # 5,000 tokens at 1 ms each take 5 s

@@ -24,7 +24,18 @@ ENGINES = "pytorch,memgpt fp32,memgpt int8,llama.cpp"
 def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("bench") / "results"
     cache = out.parent / "cache"
-    command = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out), "--cache", str(cache), "--engines", ENGINES]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks",
+        "--quick",
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--engines",
+        ENGINES,
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     return done, out
 
@@ -50,8 +61,12 @@ def test_quick_json_has_sane_figures(quick_run):
         e = engines[name]
         assert e["status"] == "ok", e
         w = e["workloads"]
-        for fig in (w["prefill"]["seconds"], w["greedy"]["decode_tokens_per_second"], w["beam"]["seconds"],
-                    w["batch"]["tokens_per_second"]):  # fmt: skip
+        for fig in (
+            w["prefill"]["seconds"],
+            w["greedy"]["decode_tokens_per_second"],
+            w["beam"]["seconds"],
+            w["batch"]["tokens_per_second"],
+        ):
             assert len(fig["values"]) == settings["repeats"]
             assert 0 < fig["min"] <= fig["median"] <= fig["max"]
         assert len(w["greedy"]["tokens"]) == settings["decode_new"]
@@ -100,8 +115,12 @@ def test_quick_seq2seq_part_has_sane_figures_and_fp32_matches_pytorch(quick_run)
         assert e["status"] == "ok", e
         w = e["workloads"]
         assert set(w) == {"translate", "beam", "batch"}
-        for fig in (w["translate"]["seconds"], w["translate"]["decode_tokens_per_second"], w["beam"]["seconds"],
-                    w["batch"]["tokens_per_second"]):  # fmt: skip
+        for fig in (
+            w["translate"]["seconds"],
+            w["translate"]["decode_tokens_per_second"],
+            w["beam"]["seconds"],
+            w["batch"]["tokens_per_second"],
+        ):
             assert len(fig["values"]) == s["repeats"]
             assert 0 < fig["min"] <= fig["median"] <= fig["max"]
         assert len(w["translate"]["tokens"]) == s["new_tokens"] == w["beam"]["new_tokens"] == w["batch"]["new_tokens"]
@@ -185,12 +204,15 @@ def test_register_adds_bench_without_importing_heavy_modules():
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--engines", "nonsense"], "unknown engine 'nonsense'"),
-    (["--threads", "0"], "--threads and --repeats must be at least 1"),
-    (["--no-seq2seq", "--only-seq2seq"], "--no-seq2seq and --only-seq2seq exclude each other"),
-    (["--out", __file__], f"--out {__file__} exists and is not a folder"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--engines", "nonsense"], "unknown engine 'nonsense'"),
+        (["--threads", "0"], "--threads and --repeats must be at least 1"),
+        (["--no-seq2seq", "--only-seq2seq"], "--no-seq2seq and --only-seq2seq exclude each other"),
+        (["--out", __file__], f"--out {__file__} exists and is not a folder"),
+    ],
+)
 def test_bad_arguments_exit_2_with_one_line(argv, message, capsys):
     from benchmarks.cli import main
 

@@ -46,15 +46,35 @@ def test_generate_reads_standard_input(tiny_llama_export, lm):
 
 def test_generate_chat_beam_json(tiny_llama_export, lm):
     run = memgpt(
-        "generate", tiny_llama_export, "--chat", "hi there", "--num-beams", 3, "--num-return-sequences", 2,
-        "--max-new-tokens", 6, "--json", "--early-stopping", "never",
-    )  # fmt: skip
+        "generate",
+        tiny_llama_export,
+        "--chat",
+        "hi there",
+        "--num-beams",
+        3,
+        "--num-return-sequences",
+        2,
+        "--max-new-tokens",
+        6,
+        "--json",
+        "--early-stopping",
+        "never",
+    )
     assert run.returncode == 0, run.stderr
     body = json.loads(run.stdout)
     ids = lm.tokenizer.apply_chat_template([{"role": "user", "content": "hi there"}], add_generation_prompt=True)
-    ref = lm.generate([ids], num_beams=3, num_return_sequences=2, max_new_tokens=6, early_stopping="never", return_dict_in_generate=True)
+    ref = lm.generate(
+        [ids],
+        num_beams=3,
+        num_return_sequences=2,
+        max_new_tokens=6,
+        early_stopping="never",
+        return_dict_in_generate=True,
+    )
     assert body["prompt_tokens"] == len(ids)
-    assert [o["text"] for o in body["outputs"]] == lm.tokenizer.batch_decode(ref.sequences[:, len(ids) :], skip_special_tokens=True)
+    assert [o["text"] for o in body["outputs"]] == lm.tokenizer.batch_decode(
+        ref.sequences[:, len(ids) :], skip_special_tokens=True
+    )
     assert [round(o["score"], 4) for o in body["outputs"]] == [round(float(s), 4) for s in ref.sequences_scores]
 
 
@@ -67,7 +87,17 @@ def test_stream_and_plain_report_the_same_text_and_token_count(tiny_llama_export
     # the tiny model repeats its last token; no_repeat_ngram_size=1 makes each new token new, and the third one EOS
     ids = lm.tokenizer.encode("Hello world")
     eos = int(lm.generate([ids], max_new_tokens=3, no_repeat_ngram_size=1, eos_token_id=[])[0, -1])
-    args = ("generate", tiny_llama_export, "Hello world", "--max-new-tokens", 8, "--no-repeat-ngram-size", 1, "--eos-token-id", eos)
+    args = (
+        "generate",
+        tiny_llama_export,
+        "Hello world",
+        "--max-new-tokens",
+        8,
+        "--no-repeat-ngram-size",
+        1,
+        "--eos-token-id",
+        eos,
+    )
     plain, streamed, as_json = memgpt(*args), memgpt(*args, "--stream"), memgpt(*args, "--json")
     assert streamed.returncode == plain.returncode == as_json.returncode == 0, streamed.stderr
     assert streamed.stdout == plain.stdout
@@ -90,9 +120,18 @@ def test_generate_defaults_to_128_new_tokens_when_the_model_sets_no_length(tiny_
 def test_generate_translates_with_an_encoder_decoder_model(tiny_marian_export):
     lm = mr.load(tiny_marian_export)
     run = memgpt(
-        "generate", tiny_marian_export, "Hello world", "--num-beams", 3, "--max-new-tokens", 6, "--json",
-        "--bad-words-ids", "[[5], [7, 8]]", "--renormalize-logits",
-    )  # fmt: skip
+        "generate",
+        tiny_marian_export,
+        "Hello world",
+        "--num-beams",
+        3,
+        "--max-new-tokens",
+        6,
+        "--json",
+        "--bad-words-ids",
+        "[[5], [7, 8]]",
+        "--renormalize-logits",
+    )
     assert run.returncode == 0, run.stderr
     body = json.loads(run.stdout)
     options = dict(num_beams=3, max_new_tokens=6, bad_words_ids=[[5], [7, 8]], renormalize_logits=True)
@@ -104,7 +143,9 @@ def test_generate_translates_with_an_encoder_decoder_model(tiny_marian_export):
 def test_chat_refuses_an_encoder_decoder_model(tiny_marian_export):
     run = memgpt("chat", tiny_marian_export, stdin="hi\n")
     assert run.returncode != 0
-    assert run.stderr.strip().splitlines() == ["error: this model has no chat template; use `memgpt generate` for plain text"]
+    assert run.stderr.strip().splitlines() == [
+        "error: this model has no chat template; use `memgpt generate` for plain text"
+    ]
 
 
 def test_bad_words_ids_must_be_json_lists(tiny_llama_export):
@@ -118,7 +159,10 @@ def test_bad_words_ids_must_be_json_lists(tiny_llama_export):
     [
         (["--top-p", "1.5", "--do-sample"], "error: top_p must be in (0, 1], got 1.5"),
         (["--temperature", "x"], "error: argument --temperature: invalid float value: 'x'"),
-        (["--num-beams", "2", "--num-return-sequences", "3"], "error: num_return_sequences must be at most num_beams (2), got 3"),
+        (
+            ["--num-beams", "2", "--num-return-sequences", "3"],
+            "error: num_return_sequences must be at most num_beams (2), got 3",
+        ),
         (["--early-stopping", "maybe"], "error: argument --early-stopping: invalid choice: 'maybe'"),
         (["--max-new-tokens", "1000"], "context is 256"),
     ],
@@ -133,7 +177,10 @@ def test_bad_options_give_one_line_and_a_non_zero_exit(tiny_llama_export, args, 
 def test_missing_folder_is_one_line(tmp_path):
     run = memgpt("generate", tmp_path / "nope", "Hello")
     assert run.returncode == 1
-    assert run.stderr == f"error: model folder {tmp_path / 'nope'} does not exist; export one with `memgpt export MODEL -o {tmp_path / 'nope'}`\n"
+    assert (
+        run.stderr
+        == f"error: model folder {tmp_path / 'nope'} does not exist; export one with `memgpt export MODEL -o {tmp_path / 'nope'}`\n"
+    )
 
 
 def test_empty_prompt_is_one_line(tiny_llama_export):

@@ -75,8 +75,11 @@ def test_chat_survives_a_line_that_is_not_utf8(tiny_llama_export, lm):
 def test_a_reader_that_left_ends_the_command_quietly(tiny_llama_export, mode):
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the first byte, as `| head -c 0` would be
-    proc = subprocess.Popen([*MEMGPT, "generate", str(tiny_llama_export), "Hello", "--max-new-tokens", "40", *mode],
-                            stdout=write, stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [*MEMGPT, "generate", str(tiny_llama_export), "Hello", "--max-new-tokens", "40", *mode],
+        stdout=write,
+        stderr=subprocess.PIPE,
+    )
     os.close(write)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 141, err
@@ -105,8 +108,9 @@ def test_chat_blames_an_over_long_message_on_the_message(tiny_llama_export):
 
 
 def test_sigterm_ends_chat_with_one_line(tiny_llama_export):
-    proc = subprocess.Popen([*MEMGPT, "chat", str(tiny_llama_export)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [*MEMGPT, "chat", str(tiny_llama_export)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     assert proc.stdout.readline().startswith(b"Type a message.")  # loaded and waiting for input
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -114,14 +118,29 @@ def test_sigterm_ends_chat_with_one_line(tiny_llama_export):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code, line", [(signal.SIGINT, 130, b"error: interrupted\n"), (signal.SIGTERM, 143, b"error: terminated\n")])
+@pytest.mark.parametrize(
+    "sig, code, line", [(signal.SIGINT, 130, b"error: interrupted\n"), (signal.SIGTERM, 143, b"error: terminated\n")]
+)
 def test_a_signal_during_a_stream_exits_with_one_line(smollm2_int8_export, sig, code, line):
     for _ in range(3):  # it used to abort natively 2 times in 3
         proc = subprocess.Popen(
-            [*MEMGPT, "generate", str(smollm2_int8_export), "Tell me a long story.", "--chat", "--stream",
-             "--max-new-tokens", "400", "--min-new-tokens", "400", "--threads", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                *MEMGPT,
+                "generate",
+                str(smollm2_int8_export),
+                "Tell me a long story.",
+                "--chat",
+                "--stream",
+                "--max-new-tokens",
+                "400",
+                "--min-new-tokens",
+                "400",
+                "--threads",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert proc.stdout.read(1)  # streaming has started
         time.sleep(0.2)
         proc.send_signal(sig)

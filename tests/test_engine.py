@@ -269,8 +269,16 @@ def test_closing_the_engine_ends_unfinished_requests(tiny_llama_export):
 @pytest.mark.parametrize("folder", ["smollm2_int8_export", "smollm2_int4_export"])
 def test_the_default_model_answers_alike_in_the_engine_and_alone(request, folder):
     lm = mr.load(request.getfixturevalue(folder))
-    chats = ["Name three rivers.", "What is 2 + 2?", "Write a haiku about the sea.", "Who wrote Hamlet?",
-             "Give me a synonym of happy.", "What is the capital of Italy?", "Count to five.", "Say hello in French."]  # fmt: skip
+    chats = [
+        "Name three rivers.",
+        "What is 2 + 2?",
+        "Write a haiku about the sea.",
+        "Who wrote Hamlet?",
+        "Give me a synonym of happy.",
+        "What is the capital of Italy?",
+        "Count to five.",
+        "Say hello in French.",
+    ]
     prompts = [lm.encode_prompt(c, chat=True) for c in chats]
     jobs = [(p, dict(max_new_tokens=40)) for p in prompts] + [(prompts[0], dict(max_new_tokens=20, num_beams=3))]
     with Engine(lm, slots=8) as engine:
@@ -309,7 +317,9 @@ def test_adjacent_prompts_prefill_together_within_one_chunk_of_positions():
     for t in tickets:
         s.submit(t)
     s.admit()
-    assert s.prefill_group(256) == tickets[:3]  # 4 slots x 50 positions = 200 <= 256; the 300-token prompt would not fit
+    assert (
+        s.prefill_group(256) == tickets[:3]
+    )  # 4 slots x 50 positions = 200 <= 256; the 300-token prompt would not fit
     tickets[0].prefilled = 40
     assert s.prefill_group(256) == tickets[1:3]
     assert s.prefill_group(64) == [tickets[1]]  # 3 slots x 50 > 64

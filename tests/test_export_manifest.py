@@ -12,10 +12,20 @@ from transformers import AutoTokenizer
 from benchmarks import tiny_models as tm
 from memgpt_runtime.manifest import read_manifest
 
-FUSED_INPUTS = dict(attention_mask=None, position_ids=None, seqlens_k="seqlens_k",
-                    total_sequence_length="total_sequence_length", last_index="last_index")
-TRACED_INPUTS = dict(attention_mask="attention_mask", position_ids="position_ids", seqlens_k=None,
-                     total_sequence_length=None, last_index=None)
+FUSED_INPUTS = dict(
+    attention_mask=None,
+    position_ids=None,
+    seqlens_k="seqlens_k",
+    total_sequence_length="total_sequence_length",
+    last_index="last_index",
+)
+TRACED_INPUTS = dict(
+    attention_mask="attention_mask",
+    position_ids="position_ids",
+    seqlens_k=None,
+    total_sequence_length=None,
+    last_index=None,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,7 +50,12 @@ def test_manifest_records_the_graph_and_cache_shape(
     assert {name: getattr(m.graph, name) for name in inputs} == inputs
     kv = m.kv_cache
     assert (kv.layout, kv.num_layers, kv.num_kv_heads, kv.head_size, kv.dtype) == (
-        layout, layers, kv_heads, head_size, "float32")
+        layout,
+        layers,
+        kv_heads,
+        head_size,
+        "float32",
+    )
     assert (kv.past_key, kv.past_value) == ("past_key_values.{i}.key", "past_key_values.{i}.value")
     assert (kv.present_key, kv.present_value) == ("present.{i}.key", "present.{i}.value")
 
@@ -48,14 +63,26 @@ def test_manifest_records_the_graph_and_cache_shape(
 @pytest.mark.parametrize(
     "export_fixture, bos, eos, pad, defaults",
     [
-        ("tiny_llama_export", tm.BOS_ID, [tm.EOS_ID, tm.IM_END_ID], tm.PAD_ID,
-         {"eos_token_id": [tm.EOS_ID, tm.IM_END_ID], "pad_token_id": tm.PAD_ID, "max_new_tokens": 32}),
-        ("tiny_qwen2_export", tm.BOS_ID, [tm.IM_END_ID], tm.PAD_ID,
-         {"eos_token_id": [tm.IM_END_ID], "pad_token_id": tm.PAD_ID, "max_new_tokens": 16}),
+        (
+            "tiny_llama_export",
+            tm.BOS_ID,
+            [tm.EOS_ID, tm.IM_END_ID],
+            tm.PAD_ID,
+            {"eos_token_id": [tm.EOS_ID, tm.IM_END_ID], "pad_token_id": tm.PAD_ID, "max_new_tokens": 32},
+        ),
+        (
+            "tiny_qwen2_export",
+            tm.BOS_ID,
+            [tm.IM_END_ID],
+            tm.PAD_ID,
+            {"eos_token_id": [tm.IM_END_ID], "pad_token_id": tm.PAD_ID, "max_new_tokens": 16},
+        ),
         ("tiny_gpt2_export", tm.BOS_ID, [tm.EOS_ID], None, {"eos_token_id": [tm.EOS_ID]}),
     ],
 )
-def test_manifest_records_token_ids_and_only_explicit_generation_defaults(request, export_fixture, bos, eos, pad, defaults):
+def test_manifest_records_token_ids_and_only_explicit_generation_defaults(
+    request, export_fixture, bos, eos, pad, defaults
+):
     m = read_manifest(request.getfixturevalue(export_fixture))
     assert (m.tokens.bos_token_id, m.tokens.eos_token_ids, m.tokens.pad_token_id) == (bos, eos, pad)
     assert m.generation_defaults == defaults  # no transformers default such as max_length=20
@@ -93,10 +120,13 @@ def test_export_folder_holds_only_the_model_the_tokenizer_and_the_manifest(tiny_
 TEXTS = ["Hello world", "Café naïve 東京 😀", "  two  spaces\nand a newline", "user: hi<|im_end|>\nassistant: "]
 
 
-@pytest.mark.parametrize("export_fixture, hf_fixture", [
-    ("tiny_llama_export", "tiny_llama_dir"),  # adds BOS
-    ("tiny_gpt2_export", "tiny_gpt2_dir"),  # adds nothing
-])
+@pytest.mark.parametrize(
+    "export_fixture, hf_fixture",
+    [
+        ("tiny_llama_export", "tiny_llama_dir"),  # adds BOS
+        ("tiny_gpt2_export", "tiny_gpt2_dir"),  # adds nothing
+    ],
+)
 @pytest.mark.parametrize("text", TEXTS)
 def test_tokenizer_json_encodes_exactly_like_transformers(request, export_fixture, hf_fixture, text):
     exported = Tokenizer.from_file(str(request.getfixturevalue(export_fixture) / "tokenizer.json"))
@@ -112,8 +142,11 @@ def test_traced_graph_runs_a_prompt_with_an_empty_past(tiny_gpt2_export):
     m = read_manifest(tiny_gpt2_export)
     session = ort.InferenceSession(str(tiny_gpt2_export / m.model_file), providers=["CPUExecutionProvider"])
     empty = np.zeros((1, m.kv_cache.num_kv_heads, 0, m.kv_cache.head_size), dtype=np.float32)
-    feed = {m.graph.input_ids: np.array([[7, 5, 6]]), m.graph.attention_mask: np.ones((1, 3), dtype=np.int64),
-            m.graph.position_ids: np.array([[0, 1, 2]])}
+    feed = {
+        m.graph.input_ids: np.array([[7, 5, 6]]),
+        m.graph.attention_mask: np.ones((1, 3), dtype=np.int64),
+        m.graph.position_ids: np.array([[0, 1, 2]]),
+    }
     for i in range(m.kv_cache.num_layers):
         feed[m.kv_cache.past_key.format(i=i)] = empty
         feed[m.kv_cache.past_value.format(i=i)] = empty

@@ -37,8 +37,15 @@ def _checkpoint(folder: Path, layers: int) -> Path:
     from benchmarks import tiny_models as tm
 
     torch.manual_seed(0)
-    config = LlamaConfig(**WIDTH, num_hidden_layers=layers, max_position_embeddings=512, tie_word_embeddings=True,
-                         bos_token_id=tm.BOS_ID, eos_token_id=tm.EOS_ID, torch_dtype="bfloat16")  # fmt: skip
+    config = LlamaConfig(
+        **WIDTH,
+        num_hidden_layers=layers,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tm.BOS_ID,
+        eos_token_id=tm.EOS_ID,
+        torch_dtype="bfloat16",
+    )
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(folder)
     tm.build_tokenizer().save_pretrained(folder)
@@ -48,8 +55,9 @@ def _checkpoint(folder: Path, layers: int) -> Path:
 def _peak_rss(checkpoint: Path, output: Path) -> int:
     """Peak resident bytes of a fresh process that exports `checkpoint` (its VmHWM as it ends; `ru_maxrss` would
     carry this test process's own peak over fork + exec)."""
-    process = subprocess.run([sys.executable, "-c", EXPORT, str(checkpoint), str(output)], capture_output=True,
-                             text=True)  # fmt: skip
+    process = subprocess.run(
+        [sys.executable, "-c", EXPORT, str(checkpoint), str(output)], capture_output=True, text=True
+    )
     assert process.returncode == 0, process.stderr
     return int(process.stdout.split()[-1]) * 1024
 

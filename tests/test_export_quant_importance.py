@@ -61,28 +61,34 @@ def test_an_unknown_method_is_refused():
         quantize(np.zeros((2, 32), np.float32), 4, 32, "hqq")
 
 
-@pytest.mark.parametrize("node, scheme, calibrated, expected", [
-    ("lm_head", "int4", True, (4, "gptq")),  # GPTQ: +8% perplexity in all, decode ~4% faster than 8 bits
-    ("lm_head", "int4", False, (8, "rtn")),  # an uncalibrated 4-bit head cost +10% perplexity
-    ("layers.0.qkv_proj", "int4", True, (4, "weighted")),
-    ("layers.0.qkv_proj", "int4", False, (8, "rtn")),  # unweighted 4-bit q|k|v cost +6%: kept at 8 bits
-    ("/decoder/layers.0/self_attn/q_proj/MatMul", "int4", False, (8, "rtn")),
-    ("layers.0.down_proj", "int4", False, (4, "searched")),
-    ("layers.0.down_proj", "int8", True, (8, "rtn")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "node, scheme, calibrated, expected",
+    [
+        ("lm_head", "int4", True, (4, "gptq")),  # GPTQ: +8% perplexity in all, decode ~4% faster than 8 bits
+        ("lm_head", "int4", False, (8, "rtn")),  # an uncalibrated 4-bit head cost +10% perplexity
+        ("layers.0.qkv_proj", "int4", True, (4, "weighted")),
+        ("layers.0.qkv_proj", "int4", False, (8, "rtn")),  # unweighted 4-bit q|k|v cost +6%: kept at 8 bits
+        ("/decoder/layers.0/self_attn/q_proj/MatMul", "int4", False, (8, "rtn")),
+        ("layers.0.down_proj", "int4", False, (4, "searched")),
+        ("layers.0.down_proj", "int8", True, (8, "rtn")),
+    ],
+)
 def test_bits_for_each_weight_matmul(node, scheme, calibrated, expected):
     assert bits_for(node, "lm_head", scheme, calibrated) == expected
 
 
-@pytest.mark.parametrize("bits, k, method, expected", [
-    (8, 576, "rtn", 64),
-    (8, 96, "rtn", 32),  # K must be a whole number of blocks
-    (4, 576, "weighted", 64),  # every importance-weighted layer weight: ~5% faster decode (quantize.py)
-    (4, 1536, "weighted", 64),
-    (4, 96, "weighted", 32),
-    (4, 576, "gptq", 32),  # the head: blocks of 64 cost it +2% perplexity
-    (4, 576, "searched", 32),  # unweighted codes keep the smaller blocks
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "bits, k, method, expected",
+    [
+        (8, 576, "rtn", 64),
+        (8, 96, "rtn", 32),  # K must be a whole number of blocks
+        (4, 576, "weighted", 64),  # every importance-weighted layer weight: ~5% faster decode (quantize.py)
+        (4, 1536, "weighted", 64),
+        (4, 96, "weighted", 32),
+        (4, 576, "gptq", 32),  # the head: blocks of 64 cost it +2% perplexity
+        (4, 576, "searched", 32),  # unweighted codes keep the smaller blocks
+    ],
+)
 def test_block_size_for_each_weight_matmul(bits, k, method, expected):
     assert block_size_for(bits, k, method) == expected
 
@@ -103,9 +109,16 @@ def test_grams_are_x_transpose_x_of_each_matmul_input_as_pytorch_computes_it(tin
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     seen = {}
-    modules = {f"layers.{i}.{node}": getattr(getattr(layer, part), name) for i, layer in enumerate(model.model.layers)
-               for node, part, name in [("qkv_proj", "self_attn", "q_proj"), ("o_proj", "self_attn", "o_proj"),
-                                        ("gate_up_proj", "mlp", "gate_proj"), ("down_proj", "mlp", "down_proj")]}
+    modules = {
+        f"layers.{i}.{node}": getattr(getattr(layer, part), name)
+        for i, layer in enumerate(model.model.layers)
+        for node, part, name in [
+            ("qkv_proj", "self_attn", "q_proj"),
+            ("o_proj", "self_attn", "o_proj"),
+            ("gate_up_proj", "mlp", "gate_proj"),
+            ("down_proj", "mlp", "down_proj"),
+        ]
+    }
     modules["lm_head"] = model.lm_head
     for node, module in modules.items():  # record each module's input, (positions, K)
         module.register_forward_hook(lambda m, args, out, n=node: seen.__setitem__(n, args[0][0].double().numpy()))
@@ -127,8 +140,13 @@ def test_calibration_text_is_sampled_from_the_model_with_a_fixed_seed(request, f
     first, note = input_grams(proto, nodes, full=nodes, tokens=16, sequences=3)
     again, _ = input_grams(proto, nodes, full=nodes, tokens=16, sequences=3)
     other, _ = input_grams(proto, nodes, full=nodes, tokens=16, sequences=3, seed=1)
-    assert note == {"source": "text sampled from the fp32 model", "seed": 0, "start_token": START_TOKEN,
-                    "sequences": 3, "tokens": 48}  # fmt: skip
+    assert note == {
+        "source": "text sampled from the fp32 model",
+        "seed": 0,
+        "start_token": START_TOKEN,
+        "sequences": 3,
+        "tokens": 48,
+    }
     assert [o.name for o in proto.graph.output] == outputs  # the extra outputs it read are gone again
     assert sorted(first) == sorted(weight_matmuls(proto))
     for node, gram in first.items():
@@ -141,13 +159,16 @@ def test_calibration_text_is_sampled_from_the_model_with_a_fixed_seed(request, f
 def test_a_graph_without_a_kv_cache_gets_no_calibration():
     weight = np.ones((4, 8), np.float32)  # (K, N)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["logits"], name="head")], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["logits"], name="head")],
+        "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
         [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 8])],
         [numpy_helper.from_array(weight, "w")],
-    )  # fmt: skip
+    )
     assert input_grams(helper.make_model(graph), ["head"]) == (
-        {}, {"source": "none (not a decoder graph with a KV cache): unweighted errors"})
+        {},
+        {"source": "none (not a decoder graph with a KV cache): unweighted errors"},
+    )
 
 
 def _correlated_activations(rows: int, seed: int) -> np.ndarray:

@@ -35,23 +35,34 @@ def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture,
     assert [(n.op_type, n.input[0]) for n in tables] == [("GatherBlockQuantized", "embed_tokens.weight_Q8")]
 
 
-@pytest.mark.parametrize("export_fixture, scheme, bits", [("tiny_llama_int8", "int8", 8), ("tiny_llama_int4", "int4", 4)])
+@pytest.mark.parametrize(
+    "export_fixture, scheme, bits", [("tiny_llama_int8", "int8", 8), ("tiny_llama_int4", "int4", 4)]
+)
 def test_manifest_lists_the_quantized_nodes(request, export_fixture, scheme, bits):
     q = read_manifest(request.getfixturevalue(export_fixture)).quantization
     assert (q["scheme"], q["bits"], q["block_size"]) == (scheme, bits, 32)
     assert len(q["nodes"]) == LLAMA_WEIGHT_MATMULS
     assert q["nodes"][-1] == "lm_head"
     assert (q["lm_head"]["node"], q["lm_head"]["bits"]) == ("lm_head", bits)
-    assert q["algorithm"] == {"int8": "rtn 8-bit", "int4": "importance-weighted searched 4-bit, GPTQ 4-bit head"}[scheme]
+    assert (
+        q["algorithm"] == {"int8": "rtn 8-bit", "int4": "importance-weighted searched 4-bit, GPTQ 4-bit head"}[scheme]
+    )
     assert q["bits_by_node"] == {name: bits for name in q["nodes"]}
     # blocks of 64 but for the 4-bit head (GPTQ, blocks of 32)
     assert q["block_size_by_node"] == {n: 32 if (scheme, n) == ("int4", "lm_head") else 64 for n in q["nodes"]}
-    calibration = {"source": "text sampled from the fp32 model", "seed": 0, "start_token": 0, "sequences": 16,
-                   "tokens": 2048}  # fmt: skip
+    calibration = {
+        "source": "text sampled from the fp32 model",
+        "seed": 0,
+        "start_token": 0,
+        "sequences": 16,
+        "tokens": 2048,
+    }
     assert q.get("calibration") == (calibration if scheme == "int4" else None)  # int8 codes need no calibration
 
 
-@pytest.mark.parametrize("export_fixture, scheme, max_diff", [("tiny_llama_int8", "int8", 0.05), ("tiny_llama_int4", "int4", 0.5)])
+@pytest.mark.parametrize(
+    "export_fixture, scheme, max_diff", [("tiny_llama_int8", "int8", 0.05), ("tiny_llama_int4", "int4", 0.5)]
+)
 def test_quantized_graph_is_measured_against_pytorch(request, export_fixture, scheme, max_diff):
     validation = read_manifest(request.getfixturevalue(export_fixture)).validation
     assert validation["fp32"]["passed"] is True
@@ -64,17 +75,27 @@ def test_quantized_exports_are_smaller(tiny_llama_export, tiny_llama_int8, tiny_
     assert sizes[0] > sizes[1] > sizes[2]
 
 
-@pytest.mark.parametrize("hf_fixture, expected", [
-    ("tiny_gpt2_dir", 2 * 4 + 1),  # per layer c_attn, c_proj, c_fc, mlp c_proj (Gemm in ONNX); the head via Transpose(wte)
-    ("tiny_qwen2_dir", LLAMA_WEIGHT_MATMULS),
-])
+@pytest.mark.parametrize(
+    "hf_fixture, expected",
+    [
+        (
+            "tiny_gpt2_dir",
+            2 * 4 + 1,
+        ),  # per layer c_attn, c_proj, c_fc, mlp c_proj (Gemm in ONNX); the head via Transpose(wte)
+        ("tiny_qwen2_dir", LLAMA_WEIGHT_MATMULS),
+    ],
+)
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
 def test_other_architectures_quantize_every_weight_matmul(request, tmp_path, hf_fixture, expected, scheme):
     from export import export_model
     from export.progress import Progress
 
-    folder = export_model(str(request.getfixturevalue(hf_fixture)), output=tmp_path / "out", quantize=scheme,
-                          progress=Progress(quiet=True))
+    folder = export_model(
+        str(request.getfixturevalue(hf_fixture)),
+        output=tmp_path / "out",
+        quantize=scheme,
+        progress=Progress(quiet=True),
+    )
     graph = _graph(folder)
     assert weight_matmuls(graph) == []
     assert sum(n.op_type == "MatMulNBits" for n in graph.graph.node) == expected
@@ -105,11 +126,16 @@ def test_fold_transposed_weights_makes_the_head_weight_a_constant():
         helper.make_node("MatMul", ["hidden", "table_t"], ["logits"], name="head"),
     ]
     graph = helper.make_graph(
-        nodes, "g",
-        [helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1]),
-         helper.make_tensor_value_info("hidden", onnx.TensorProto.FLOAT, [1, 3])],
-        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 4]),
-         helper.make_tensor_value_info("embedded", onnx.TensorProto.FLOAT, [1, 3])],
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, [1]),
+            helper.make_tensor_value_info("hidden", onnx.TensorProto.FLOAT, [1, 3]),
+        ],
+        [
+            helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 4]),
+            helper.make_tensor_value_info("embedded", onnx.TensorProto.FLOAT, [1, 3]),
+        ],
         [numpy_helper.from_array(embedding, "table")],
     )
     proto = helper.make_model(graph)

@@ -41,8 +41,11 @@ def memgpt(*argv: str, env: dict | None = None, timeout: float = 120) -> subproc
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under `folder` (symlinks too) and the SHA-256 of its bytes."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def leftovers(parent: Path) -> list[str]:
@@ -61,9 +64,19 @@ def user_model(tmp_path, tiny_llama_dir) -> Path:
 def earlier_export(folder: Path, extra: dict[str, str] | None = None) -> Path:
     """A folder that looks like an earlier memgpt export (version 2: no `files`), plus `extra` files."""
     folder.mkdir(parents=True)
-    manifest = {"format": "memgpt-runtime-manifest", "version": 2, "model_file": "model.onnx", "tokenizer_file": "tokenizer.json"}
+    manifest = {
+        "format": "memgpt-runtime-manifest",
+        "version": 2,
+        "model_file": "model.onnx",
+        "tokenizer_file": "tokenizer.json",
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    for name, text in {"model.onnx": "old graph", "model.onnx.data": "old weights", "tokenizer.json": "{}", **(extra or {})}.items():
+    for name, text in {
+        "model.onnx": "old graph",
+        "model.onnx.data": "old weights",
+        "tokenizer.json": "{}",
+        **(extra or {}),
+    }.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     return folder
@@ -76,16 +89,31 @@ def test_exporting_a_folder_onto_itself_is_refused_and_deletes_nothing(user_mode
     before = snapshot(user_model)
     result = memgpt("export", str(user_model), "-o", str(user_model), "--force")
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [f"error: output {user_model} is the model being exported; choose another folder with -o DIR"]
+    assert result.stderr.splitlines() == [
+        f"error: output {user_model} is the model being exported; choose another folder with -o DIR"
+    ]
     assert snapshot(user_model) == before
     assert leftovers(user_model.parent) == []
 
 
-@pytest.mark.parametrize("output, message", [
-    (lambda m: m.parent, "output folder {out} contains the model being exported ({model}); choose another folder with -o DIR"),
-    (lambda m: m / "onnx", "output folder {out} is inside the model folder {model}; choose a folder outside it with -o DIR"),
-    (lambda m: m / "deep" / "er", "output folder {out} is inside the model folder {model}; choose a folder outside it with -o DIR"),
-], ids=["parent", "inside", "deep-inside"])
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        (
+            lambda m: m.parent,
+            "output folder {out} contains the model being exported ({model}); choose another folder with -o DIR",
+        ),
+        (
+            lambda m: m / "onnx",
+            "output folder {out} is inside the model folder {model}; choose a folder outside it with -o DIR",
+        ),
+        (
+            lambda m: m / "deep" / "er",
+            "output folder {out} is inside the model folder {model}; choose a folder outside it with -o DIR",
+        ),
+    ],
+    ids=["parent", "inside", "deep-inside"],
+)
 def test_an_output_that_holds_or_lies_inside_the_model_folder_is_refused(user_model, output, message):
     out = output(user_model)
     before = snapshot(user_model.parent)
@@ -116,12 +144,16 @@ def test_an_output_that_holds_the_gguf_file_is_refused(tmp_path):
     result = memgpt("export", str(gguf), "-o", str(folder), "--force")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"error: output folder {folder} contains the model being exported ({gguf}); choose another folder with -o DIR"]
+        f"error: output folder {folder} contains the model being exported ({gguf}); choose another folder with -o DIR"
+    ]
     assert snapshot(folder) == before
 
 
-@pytest.mark.parametrize("output", [lambda: DEFAULT_PACKAGE, lambda: DEFAULT_PACKAGE / "out", lambda: DEFAULT_PACKAGE.parent],
-                         ids=["package", "inside-package", "site-packages"])
+@pytest.mark.parametrize(
+    "output",
+    [lambda: DEFAULT_PACKAGE, lambda: DEFAULT_PACKAGE / "out", lambda: DEFAULT_PACKAGE.parent],
+    ids=["package", "inside-package", "site-packages"],
+)
 def test_the_default_models_package_is_protected_too(output):
     out = output()
     with pytest.raises(ExportError, match=r"the model being exported|inside the model folder"):
@@ -137,9 +169,13 @@ def test_force_never_replaces_a_folder_that_is_not_an_export(tmp_path, tiny_llam
     for force in ([], ["--force"]):
         result = memgpt("export", str(tiny_llama_dir), "-o", str(out), *force)
         assert result.returncode == 1
-        assert result.stderr.splitlines() == [f"error: output folder {out} is not empty and is not a memgpt export; {CHOOSE}"]
-    assert snapshot(out) == {"manifest.json": hashlib.sha256(b'{"format": "someone-elses-manifest"}').hexdigest(),
-                             "thesis.tex": hashlib.sha256(b"years of work").hexdigest()}
+        assert result.stderr.splitlines() == [
+            f"error: output folder {out} is not empty and is not a memgpt export; {CHOOSE}"
+        ]
+    assert snapshot(out) == {
+        "manifest.json": hashlib.sha256(b'{"format": "someone-elses-manifest"}').hexdigest(),
+        "thesis.tex": hashlib.sha256(b"years of work").hexdigest(),
+    }
 
 
 def test_force_never_replaces_an_export_that_holds_files_it_did_not_write(tmp_path, tiny_llama_dir):
@@ -147,7 +183,10 @@ def test_force_never_replaces_an_export_that_holds_files_it_did_not_write(tmp_pa
     before = snapshot(out)
     with pytest.raises(ExportError) as error:
         export_model(str(tiny_llama_dir), output=out, force=True, progress=Progress(quiet=True))
-    assert str(error.value) == f"output folder {out} holds files the export did not write (notes.txt, runs/log.txt); {CHOOSE}"
+    assert (
+        str(error.value)
+        == f"output folder {out} holds files the export did not write (notes.txt, runs/log.txt); {CHOOSE}"
+    )
     assert snapshot(out) == before
 
 
@@ -207,7 +246,11 @@ def test_the_staging_folder_is_named_after_its_target_and_process(tmp_path, monk
     import export.pipeline
 
     seen, write_tokenizer = [], export.pipeline.write_tokenizer
-    monkeypatch.setattr(export.pipeline, "write_tokenizer", lambda tok, staging: seen.append(staging.name) or write_tokenizer(tok, staging))
+    monkeypatch.setattr(
+        export.pipeline,
+        "write_tokenizer",
+        lambda tok, staging: seen.append(staging.name) or write_tokenizer(tok, staging),
+    )
     export_model(str(tiny_gpt2_dir), output=tmp_path / "out", progress=Progress(quiet=True))
     assert len(seen) == 1 and staging_name(tmp_path / "out").fullmatch(seen[0])
     assert seen[0].startswith(f".out.{os.getpid()}.")
@@ -232,8 +275,9 @@ def test_any_base_exception_mid_export_leaves_nothing_behind(tmp_path, monkeypat
 
 def _start_export_and_wait_for_work(model: Path, out: Path) -> tuple[subprocess.Popen, Path]:
     """Start `memgpt export` and return once it is writing ONNX into its staging folder."""
-    process = subprocess.Popen([MEMGPT, "export", str(model), "-o", str(out)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [MEMGPT, "export", str(model), "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         staging = [p for p in out.parent.iterdir() if staging_name(out).fullmatch(p.name) and (p / "_work").exists()]
@@ -272,13 +316,21 @@ def test_the_next_export_removes_what_a_killed_one_left(tmp_path, tiny_llama_dir
 SUPPORTED = "supported model types: " + ", ".join(supported_model_types())
 
 
-@pytest.mark.parametrize("folder_name, config, message", [
-    ("mpt-7b", {}, "the config.json of {folder} has no model_type, so its architecture is unknown; " + SUPPORTED),
-    ("plain", {}, "the config.json of {folder} has no model_type, so its architecture is unknown; " + SUPPORTED),
-    ("plain", {"hidden_size": 8}, "the config.json of {folder} has no model_type, so its architecture is unknown; " + SUPPORTED),
-    ("plain", {"model_type": "frobnicator"}, "architecture 'frobnicator' is not supported; " + SUPPORTED),
-    ("plain", {"model_type": "bert"}, "architecture 'bert' is not supported; " + SUPPORTED),
-], ids=["no-type-mpt-name", "no-type", "no-type-other-keys", "unknown-to-transformers", "unsupported"])
+@pytest.mark.parametrize(
+    "folder_name, config, message",
+    [
+        ("mpt-7b", {}, "the config.json of {folder} has no model_type, so its architecture is unknown; " + SUPPORTED),
+        ("plain", {}, "the config.json of {folder} has no model_type, so its architecture is unknown; " + SUPPORTED),
+        (
+            "plain",
+            {"hidden_size": 8},
+            "the config.json of {folder} has no model_type, so its architecture is unknown; " + SUPPORTED,
+        ),
+        ("plain", {"model_type": "frobnicator"}, "architecture 'frobnicator' is not supported; " + SUPPORTED),
+        ("plain", {"model_type": "bert"}, "architecture 'bert' is not supported; " + SUPPORTED),
+    ],
+    ids=["no-type-mpt-name", "no-type", "no-type-other-keys", "unknown-to-transformers", "unsupported"],
+)
 def test_a_config_without_a_supported_model_type_gets_one_short_line(tmp_path, folder_name, config, message):
     folder = tmp_path / folder_name
     folder.mkdir()
@@ -314,12 +366,15 @@ def test_a_hub_id_with_the_hub_unreachable_fails_fast_in_one_line(tmp_path, requ
     port = _closed_port() if endpoint == "refused" else request.getfixturevalue("silent_server")
     url = f"http://127.0.0.1:{port}"
     start = time.monotonic()
-    result = memgpt("export", "some-org/some-model", "-o", str(tmp_path / "out"), env=_hub_env(tmp_path, url), timeout=60)
+    result = memgpt(
+        "export", "some-org/some-model", "-o", str(tmp_path / "out"), env=_hub_env(tmp_path, url), timeout=60
+    )
     assert time.monotonic() - start < 20
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: could not load some-org/some-model from the Hugging Face Hub ({url} is unreachable, and the model is "
-        "not in the local cache); check the id and your network, or pass a local folder or .gguf file"]
+        "not in the local cache); check the id and your network, or pass a local folder or .gguf file"
+    ]
     assert not (tmp_path / "out").exists()
 
 
@@ -338,10 +393,13 @@ def test_a_cached_hub_model_exports_with_the_hub_unreachable(tmp_path, tiny_llam
 # 4. The manifest records every file the export wrote, and only those.
 
 
-@pytest.mark.parametrize("export_fixture, names", [
-    ("tiny_llama_export", ["model.onnx", "tokenizer.json"]),
-    ("tiny_bart_export", ["encoder.onnx", "model.onnx", "tokenizer.json"]),
-])
+@pytest.mark.parametrize(
+    "export_fixture, names",
+    [
+        ("tiny_llama_export", ["model.onnx", "tokenizer.json"]),
+        ("tiny_bart_export", ["encoder.onnx", "model.onnx", "tokenizer.json"]),
+    ],
+)
 def test_the_manifest_records_the_size_and_sha256_of_every_file(request, export_fixture, names):
     folder = request.getfixturevalue(export_fixture)
     manifest = read_manifest(folder)
@@ -354,14 +412,20 @@ def test_the_manifest_records_the_size_and_sha256_of_every_file(request, export_
 # Siblings in the benchmarks: results and cached exports follow the same rule.
 
 
-@pytest.mark.parametrize("make, problem", [
-    (lambda out: None, None),
-    (lambda out: out.mkdir(), None),
-    (lambda out: (out.mkdir(), (out / "results.json").write_text("{}")), None),
-    (lambda out: (out.mkdir(), (out / "thesis.tex").write_text("mine")),
-     "--out {out} is not empty and holds no earlier run (no results.json); pick a new or empty folder, or remove it yourself"),
-    (lambda out: out.write_text("a file"), "--out {out} exists and is not a folder; pick a new or empty folder"),
-], ids=["new", "empty", "earlier-run", "someone-elses", "a-file"])
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (lambda out: None, None),
+        (lambda out: out.mkdir(), None),
+        (lambda out: (out.mkdir(), (out / "results.json").write_text("{}")), None),
+        (
+            lambda out: (out.mkdir(), (out / "thesis.tex").write_text("mine")),
+            "--out {out} is not empty and holds no earlier run (no results.json); pick a new or empty folder, or remove it yourself",
+        ),
+        (lambda out: out.write_text("a file"), "--out {out} exists and is not a folder; pick a new or empty folder"),
+    ],
+    ids=["new", "empty", "earlier-run", "someone-elses", "a-file"],
+)
 def test_benchmark_results_go_only_to_a_new_empty_or_earlier_results_folder(tmp_path, make, problem):
     from benchmarks.cli import out_problem
 

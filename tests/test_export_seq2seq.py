@@ -27,26 +27,41 @@ from memgpt_runtime.manifest import VERSION, EncoderSpec, GraphSpec, KVCacheSpec
 FOLDER = ["encoder.onnx", "manifest.json", "model.onnx", "tokenizer.json"]
 CASES = {"one_source", "right_padded_batch"}
 DECODER_GRAPH = GraphSpec(
-    input_ids="input_ids", attention_mask=None, position_ids=None, logits="logits",
+    input_ids="input_ids",
+    attention_mask=None,
+    position_ids=None,
+    logits="logits",
     encoder_attention_mask="encoder_attention_mask",
-    cross_key="past_key_values.{i}.encoder.key", cross_value="past_key_values.{i}.encoder.value",
-)  # fmt: skip
+    cross_key="past_key_values.{i}.encoder.key",
+    cross_value="past_key_values.{i}.encoder.value",
+)
 
 
 def _kv(heads: int, head_size: int) -> KVCacheSpec:
     return KVCacheSpec(
-        layout="concat", num_layers=2, num_kv_heads=heads, head_size=head_size,
-        past_key="past_key_values.{i}.decoder.key", past_value="past_key_values.{i}.decoder.value",
-        present_key="present.{i}.decoder.key", present_value="present.{i}.decoder.value",
-    )  # fmt: skip
+        layout="concat",
+        num_layers=2,
+        num_kv_heads=heads,
+        head_size=head_size,
+        past_key="past_key_values.{i}.decoder.key",
+        past_value="past_key_values.{i}.decoder.value",
+        present_key="present.{i}.decoder.key",
+        present_value="present.{i}.decoder.value",
+    )
 
 
 def _encoder(heads: int, head_size: int, max_source_length: int) -> EncoderSpec:
     return EncoderSpec(
-        model_file="encoder.onnx", input_ids="input_ids", attention_mask="attention_mask",
-        cross_key="cross.{i}.key", cross_value="cross.{i}.value",
-        num_layers=2, num_heads=heads, head_size=head_size, max_source_length=max_source_length,
-    )  # fmt: skip
+        model_file="encoder.onnx",
+        input_ids="input_ids",
+        attention_mask="attention_mask",
+        cross_key="cross.{i}.key",
+        cross_value="cross.{i}.value",
+        num_layers=2,
+        num_heads=heads,
+        head_size=head_size,
+        max_source_length=max_source_length,
+    )
 
 
 MARIAN_PAD = tm.MARIAN_PAD_ID  # the tiny Marian tokenizer's last id
@@ -71,7 +86,12 @@ def test_the_folder_holds_the_two_graphs_the_manifest_names(request, export_fixt
     assert [i.name for i in enc.get_inputs()] == ["input_ids", "attention_mask"]
     assert [o.name for o in enc.get_outputs()] == ["cross.0.key", "cross.0.value", "cross.1.key", "cross.1.value"]
     dec = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    layers = [f"past_key_values.{i}.{side}.{kind}" for i in range(2) for side in ("decoder", "encoder") for kind in ("key", "value")]
+    layers = [
+        f"past_key_values.{i}.{side}.{kind}"
+        for i in range(2)
+        for side in ("decoder", "encoder")
+        for kind in ("key", "value")
+    ]
     assert sorted(i.name for i in dec.get_inputs()) == sorted(["input_ids", "encoder_attention_mask", *layers])
     presents = [f"present.{i}.decoder.{kind}" for i in range(2) for kind in ("key", "value")]
     assert [o.name for o in dec.get_outputs()] == ["logits", *presents]
@@ -82,7 +102,12 @@ def test_manifest_says_encoder_decoder_with_the_graph_cache_and_encoder_specs(
     request, export_fixture, architecture, heads, head_size, context, vocab
 ):
     m = read_manifest(request.getfixturevalue(export_fixture))
-    assert (m.format, m.version, m.kind, m.architecture) == ("memgpt-runtime-manifest", VERSION, "encoder-decoder", architecture)
+    assert (m.format, m.version, m.kind, m.architecture) == (
+        "memgpt-runtime-manifest",
+        VERSION,
+        "encoder-decoder",
+        architecture,
+    )
     assert m.graph == DECODER_GRAPH
     assert m.kv_cache == _kv(heads, head_size)
     assert m.encoder == _encoder(heads, head_size, context)
@@ -92,26 +117,60 @@ def test_manifest_says_encoder_decoder_with_the_graph_cache_and_encoder_specs(
     assert m.quantization == {"scheme": "fp32", "bits": 32, "block_size": None, "nodes": []}
 
 
-@pytest.mark.parametrize("export_fixture, tokens, defaults", [
-    ("tiny_t5_export", TokenSpec(None, [tm.T5_EOS_ID], tm.T5_PAD_ID, decoder_start_token_id=tm.T5_PAD_ID),
-     {"eos_token_id": [tm.T5_EOS_ID], "pad_token_id": tm.T5_PAD_ID, "decoder_start_token_id": tm.T5_PAD_ID}),
-    ("tiny_bart_export", TokenSpec(tm.BART_BOS_ID, [tm.BART_EOS_ID], tm.BART_PAD_ID, decoder_start_token_id=tm.BART_EOS_ID),
-     {"max_length": 24, "min_length": 4, "early_stopping": True, "num_beams": 4, "length_penalty": 2.0,
-      "no_repeat_ngram_size": 3, "forced_bos_token_id": tm.BART_BOS_ID, "forced_eos_token_id": tm.BART_EOS_ID,
-      "pad_token_id": tm.BART_PAD_ID, "eos_token_id": [tm.BART_EOS_ID], "decoder_start_token_id": tm.BART_EOS_ID}),
-    ("tiny_marian_export", TokenSpec(tm.MARIAN_EOS_ID, [tm.MARIAN_EOS_ID], MARIAN_PAD, decoder_start_token_id=MARIAN_PAD),
-     {"max_length": 32, "num_beams": 4, "bad_words_ids": [[MARIAN_PAD]], "forced_eos_token_id": tm.MARIAN_EOS_ID,
-      "pad_token_id": MARIAN_PAD, "eos_token_id": [tm.MARIAN_EOS_ID], "decoder_start_token_id": MARIAN_PAD}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "export_fixture, tokens, defaults",
+    [
+        (
+            "tiny_t5_export",
+            TokenSpec(None, [tm.T5_EOS_ID], tm.T5_PAD_ID, decoder_start_token_id=tm.T5_PAD_ID),
+            {"eos_token_id": [tm.T5_EOS_ID], "pad_token_id": tm.T5_PAD_ID, "decoder_start_token_id": tm.T5_PAD_ID},
+        ),
+        (
+            "tiny_bart_export",
+            TokenSpec(tm.BART_BOS_ID, [tm.BART_EOS_ID], tm.BART_PAD_ID, decoder_start_token_id=tm.BART_EOS_ID),
+            {
+                "max_length": 24,
+                "min_length": 4,
+                "early_stopping": True,
+                "num_beams": 4,
+                "length_penalty": 2.0,
+                "no_repeat_ngram_size": 3,
+                "forced_bos_token_id": tm.BART_BOS_ID,
+                "forced_eos_token_id": tm.BART_EOS_ID,
+                "pad_token_id": tm.BART_PAD_ID,
+                "eos_token_id": [tm.BART_EOS_ID],
+                "decoder_start_token_id": tm.BART_EOS_ID,
+            },
+        ),
+        (
+            "tiny_marian_export",
+            TokenSpec(tm.MARIAN_EOS_ID, [tm.MARIAN_EOS_ID], MARIAN_PAD, decoder_start_token_id=MARIAN_PAD),
+            {
+                "max_length": 32,
+                "num_beams": 4,
+                "bad_words_ids": [[MARIAN_PAD]],
+                "forced_eos_token_id": tm.MARIAN_EOS_ID,
+                "pad_token_id": MARIAN_PAD,
+                "eos_token_id": [tm.MARIAN_EOS_ID],
+                "decoder_start_token_id": MARIAN_PAD,
+            },
+        ),
+    ],
+)
 def test_manifest_carries_the_decoder_start_token_and_the_generation_config(request, export_fixture, tokens, defaults):
     m = read_manifest(request.getfixturevalue(export_fixture))
     assert m.tokens == tokens
     assert m.generation_defaults == defaults  # only what generation_config.json sets, in the runtime's names
 
 
-@pytest.mark.parametrize("export_fixture, source_fixture", [
-    ("tiny_t5_export", "tiny_t5_dir"), ("tiny_bart_export", "tiny_bart_dir"), ("tiny_marian_export", "tiny_marian_dir"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "export_fixture, source_fixture",
+    [
+        ("tiny_t5_export", "tiny_t5_dir"),
+        ("tiny_bart_export", "tiny_bart_dir"),
+        ("tiny_marian_export", "tiny_marian_dir"),
+    ],
+)
 def test_tokenizer_json_encodes_sources_as_transformers_does(request, export_fixture, source_fixture):
     from tokenizers import Tokenizer
 
@@ -130,15 +189,21 @@ def test_fp32_validation_of_encoder_and_decoder_steps_is_recorded_within_toleran
     assert all(case["top1_agreement"] == 1.0 for case in report["cases"].values())
 
 
-@pytest.mark.parametrize("export_fixture, source_fixture", [
-    ("tiny_t5_export", "tiny_t5_dir"), ("tiny_bart_export", "tiny_bart_dir"), ("tiny_marian_export", "tiny_marian_dir"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "export_fixture, source_fixture",
+    [
+        ("tiny_t5_export", "tiny_t5_dir"),
+        ("tiny_bart_export", "tiny_bart_dir"),
+        ("tiny_marian_export", "tiny_marian_dir"),
+    ],
+)
 def test_encoder_returns_the_cross_attention_keys_and_values_pytorch_caches(request, export_fixture, source_fixture):
     folder, source = request.getfixturevalue(export_fixture), request.getfixturevalue(source_fixture)
     m = read_manifest(folder)
     tokenizer = AutoTokenizer.from_pretrained(source)
-    batch = tokenizer(["translate English to German: The house is wonderful.", "Hello world"], padding=True,
-                      return_tensors="np")  # right-padded, as these tokenizers pad
+    batch = tokenizer(
+        ["translate English to German: The house is wonderful.", "Hello world"], padding=True, return_tensors="np"
+    )  # right-padded, as these tokenizers pad
     assert batch["attention_mask"][1, -1] == 0
     ids, mask = batch["input_ids"].astype(np.int64), batch["attention_mask"].astype(np.int64)
     encoder = ort.InferenceSession(str(folder / m.encoder.model_file), providers=["CPUExecutionProvider"])
@@ -146,8 +211,12 @@ def test_encoder_returns_the_cross_attention_keys_and_values_pytorch_caches(requ
     model = AutoModelForSeq2SeqLM.from_pretrained(source).eval()
     start = torch.full((2, 1), m.tokens.decoder_start_token_id)
     with torch.no_grad():
-        cache = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), decoder_input_ids=start,
-                      use_cache=True).past_key_values.cross_attention_cache
+        cache = model(
+            input_ids=torch.from_numpy(ids),
+            attention_mask=torch.from_numpy(mask),
+            decoder_input_ids=start,
+            use_cache=True,
+        ).past_key_values.cross_attention_cache
     want = [t.numpy() for layer in cache.layers for t in (layer.keys, layer.values)]  # (batch, heads, src, head_size)
     assert [g.shape for g in got] == [w.shape for w in want] == [(2, 4, ids.shape[1], m.encoder.head_size)] * 4
     for g, w in zip(got, want):
@@ -183,13 +252,20 @@ def test_quantized_graphs_are_smaller(tiny_bart_export, tiny_bart_int8):
         assert (tiny_bart_int8 / name).stat().st_size < (tiny_bart_export / name).stat().st_size
 
 
-@pytest.mark.parametrize("config, shape", [
-    (T5Config(), (6, 8, 64, 512, 32128, 512)),  # t5-small
-    (T5Config(d_model=512, d_kv=64, num_heads=6, num_layers=8, num_decoder_layers=8), (8, 6, 64, 512, 32128, 512)),
-    (BartConfig(), (12, 16, 64, 1024, 50265, 1024)),  # bart-large
-    (MarianConfig(d_model=512, decoder_layers=6, decoder_attention_heads=8, max_position_embeddings=512,
-                  vocab_size=58101), (6, 8, 64, 512, 58101, 512)),  # opus-mt-en-de
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "config, shape",
+    [
+        (T5Config(), (6, 8, 64, 512, 32128, 512)),  # t5-small
+        (T5Config(d_model=512, d_kv=64, num_heads=6, num_layers=8, num_decoder_layers=8), (8, 6, 64, 512, 32128, 512)),
+        (BartConfig(), (12, 16, 64, 1024, 50265, 1024)),  # bart-large
+        (
+            MarianConfig(
+                d_model=512, decoder_layers=6, decoder_attention_heads=8, max_position_embeddings=512, vocab_size=58101
+            ),
+            (6, 8, 64, 512, 58101, 512),
+        ),  # opus-mt-en-de
+    ],
+)
 def test_registry_resolves_encoder_decoder_shapes(config, shape):
     s = model_shape(config)
     assert (s.num_layers, s.num_kv_heads, s.head_size, s.context_length, s.vocab_size, s.max_source_length) == shape
@@ -199,7 +275,9 @@ def test_an_unsupported_encoder_decoder_is_refused_with_the_supported_list(tmp_p
     AutoConfig.for_model("pegasus").save_pretrained(tmp_path / "hf")
     supported = ", ".join(supported_model_types())
     assert "pegasus" not in supported
-    with pytest.raises(ExportError, match=rf"^architecture 'pegasus' is not supported; supported model types: {supported}$"):
+    with pytest.raises(
+        ExportError, match=rf"^architecture 'pegasus' is not supported; supported model types: {supported}$"
+    ):
         _export(tmp_path / "hf", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
@@ -215,8 +293,11 @@ def test_a_gguf_encoder_decoder_is_refused_before_loading(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(ExportError, match=r"holds a t5 encoder-decoder model, and GGUF export supports decoder-only "
-                                          r"models only; pass the model's Hugging Face folder or hub id instead$"):
+    with pytest.raises(
+        ExportError,
+        match=r"holds a t5 encoder-decoder model, and GGUF export supports decoder-only "
+        r"models only; pass the model's Hugging Face folder or hub id instead$",
+    ):
         _export(path, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t5-small.gguf"]
 
@@ -239,8 +320,11 @@ def test_a_model_without_decoder_start_token_is_refused(tiny_t5_dir, tmp_path):
         body = json.loads((source / name).read_text())
         assert body.pop("decoder_start_token_id") == tm.T5_PAD_ID and "bos_token_id" not in body
         (source / name).write_text(json.dumps(body))
-    with pytest.raises(ExportError, match=r"^the model declares no decoder_start_token_id nor bos_token_id "
-                                          r"\(generation_config.json or config.json\); add one and retry$"):
+    with pytest.raises(
+        ExportError,
+        match=r"^the model declares no decoder_start_token_id nor bos_token_id "
+        r"\(generation_config.json or config.json\); add one and retry$",
+    ):
         _export(source, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
@@ -263,7 +347,12 @@ def test_a_marian_with_only_sentencepiece_files_is_converted_and_encodes_like_tr
     folder = _export(source, tmp_path / "out")
     m = read_manifest(folder)
     pad = len(slow) - 1
-    assert (slow.pad_token_id, m.tokens.pad_token_id, m.tokens.decoder_start_token_id, m.vocab_size) == (pad, pad, pad, pad + 1)
+    assert (slow.pad_token_id, m.tokens.pad_token_id, m.tokens.decoder_start_token_id, m.vocab_size) == (
+        pad,
+        pad,
+        pad,
+        pad + 1,
+    )
     assert m.generation_defaults["bad_words_ids"] == [[pad]]
     assert m.validation["fp32"]["passed"] is True
     ours = Tokenizer.from_file(str(folder / "tokenizer.json"))
@@ -282,7 +371,9 @@ def test_a_marian_with_separate_vocabularies_is_refused():
 
     from export.marian_tokenizer import convert_marian
 
-    with pytest.raises(ExportError, match=r"separate source and target vocabularies, which one tokenizer.json cannot hold"):
+    with pytest.raises(
+        ExportError, match=r"separate source and target vocabularies, which one tokenizer.json cannot hold"
+    ):
         convert_marian(SimpleNamespace(separate_vocabs=True))
 
 
@@ -293,7 +384,10 @@ def test_a_slow_tokenizer_without_a_converter_is_refused(tiny_bart_dir, tmp_path
         is_fast = False
 
     monkeypatch.setattr(export.sources, "_load_tokenizer", lambda source: OnlySlowTokenizer())
-    with pytest.raises(ExportError, match=r"has no fast tokenizer \(tokenizer.json\), which the runtime needs, and its "
-                                          r"OnlySlowTokenizer cannot be converted to one; "):
+    with pytest.raises(
+        ExportError,
+        match=r"has no fast tokenizer \(tokenizer.json\), which the runtime needs, and its "
+        r"OnlySlowTokenizer cannot be converted to one; ",
+    ):
         _export(tiny_bart_dir, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []

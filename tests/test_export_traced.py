@@ -24,11 +24,24 @@ CONFIGS = {
     "phi": dict(**LAYERS, intermediate_size=128, max_position_embeddings=256),
     "falcon": dict(**LAYERS),  # multi-query: one key/value head
     "opt": dict(**LAYERS, ffn_dim=128, max_position_embeddings=256, word_embed_proj_dim=64),
-    "qwen3_moe": dict(**LAYERS, num_key_value_heads=2, intermediate_size=128, moe_intermediate_size=32, num_experts=4,
-                      num_experts_per_tok=2, head_dim=16, max_position_embeddings=256),
-    "phi3": dict(**LAYERS, intermediate_size=128, max_position_embeddings=64, original_max_position_embeddings=32,
-                 rope_scaling={"type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8}),
-}  # fmt: skip
+    "qwen3_moe": dict(
+        **LAYERS,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        moe_intermediate_size=32,
+        num_experts=4,
+        num_experts_per_tok=2,
+        head_dim=16,
+        max_position_embeddings=256,
+    ),
+    "phi3": dict(
+        **LAYERS,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        original_max_position_embeddings=32,
+        rope_scaling={"type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8},
+    ),
+}
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
@@ -39,9 +52,12 @@ def traced(request, tmp_path_factory):
     torch.manual_seed(0)
     config = AutoConfig.for_model(request.param, **BASE, **CONFIGS[request.param])
     model = AutoModelForCausalLM.from_config(config).eval()
-    hf = tm._save(model, tm.build_tokenizer(add_bos=False), model.generation_config,
-                  tmp_path_factory.mktemp("hf") / request.param)  # fmt: skip
-    folder = export_model(str(hf), output=tmp_path_factory.mktemp("export") / request.param, progress=Progress(quiet=True))
+    hf = tm._save(
+        model, tm.build_tokenizer(add_bos=False), model.generation_config, tmp_path_factory.mktemp("hf") / request.param
+    )
+    folder = export_model(
+        str(hf), output=tmp_path_factory.mktemp("export") / request.param, progress=Progress(quiet=True)
+    )
     return mr.load(folder), AutoModelForCausalLM.from_pretrained(hf).eval(), folder
 
 
@@ -57,8 +73,9 @@ def test_greedy_matches_transformers(traced, prompt):
     lm, torch_model, _ = traced
     ours = lm.generate([prompt], max_new_tokens=16, do_sample=False, eos_token_id=[])
     with torch.no_grad():
-        ref = torch_model.generate(torch.tensor([prompt]), max_new_tokens=16, do_sample=False, eos_token_id=None,
-                                   pad_token_id=tm.PAD_ID).numpy()  # fmt: skip
+        ref = torch_model.generate(
+            torch.tensor([prompt]), max_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=tm.PAD_ID
+        ).numpy()
     np.testing.assert_array_equal(ours, ref)
 
 
@@ -67,6 +84,13 @@ def test_padded_batch_matches_transformers(traced):
     ids, mask = lm.tokenizer.pad([[5, 17, 42, 99, 7], [250, 12], [33, 34, 35]])
     ours = lm.generate(ids, attention_mask=mask, max_new_tokens=8, num_beams=2, do_sample=False, eos_token_id=[])
     with torch.no_grad():
-        ref = torch_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=8, num_beams=2,
-                                   do_sample=False, eos_token_id=None, pad_token_id=tm.PAD_ID).numpy()  # fmt: skip
+        ref = torch_model.generate(
+            torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            max_new_tokens=8,
+            num_beams=2,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=tm.PAD_ID,
+        ).numpy()
     np.testing.assert_array_equal(ours, ref)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import memgpt_runtime as mr
@@ -25,8 +24,9 @@ def gguf_family(request, tmp_path_factory):
     from export.progress import Progress
 
     path = tiny_gguf.write_gguf(request.param, tmp_path_factory.mktemp("gguf") / f"{request.param}.gguf")
-    folder = export_model(str(path), output=tmp_path_factory.mktemp("export") / request.param,
-                          progress=Progress(quiet=True))  # fmt: skip
+    folder = export_model(
+        str(path), output=tmp_path_factory.mktemp("export") / request.param, progress=Progress(quiet=True)
+    )
     torch_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).eval()
     return path, mr.load(folder), torch_model, folder
 
@@ -60,6 +60,7 @@ def test_padded_batch_matches(gguf_family):
     _, lm, torch_model, _ = gguf_family
     ids, mask = lm.tokenizer.pad(PROMPTS)
     ours = lm.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)
-    ref, _ = hf_generate(torch_model, ids, mask, max_new_tokens=10, do_sample=False,
-                         pad_token_id=lm.generation_config().pad_id)  # fmt: skip
+    ref, _ = hf_generate(
+        torch_model, ids, mask, max_new_tokens=10, do_sample=False, pad_token_id=lm.generation_config().pad_id
+    )
     np.testing.assert_array_equal(ours, ref)

@@ -27,8 +27,9 @@ def family(request, tmp_path_factory):
     from export.progress import Progress
 
     hf = tiny_families.build(request.param, tmp_path_factory.mktemp("hf") / request.param)
-    folder = export_model(str(hf), output=tmp_path_factory.mktemp("export") / request.param,
-                          progress=Progress(quiet=True))  # fmt: skip
+    folder = export_model(
+        str(hf), output=tmp_path_factory.mktemp("export") / request.param, progress=Progress(quiet=True)
+    )
     return request.param, mr.load(folder), AutoModelForCausalLM.from_pretrained(hf).eval(), folder
 
 
@@ -46,15 +47,20 @@ def test_greedy(family, prompt):
     assert_same(lm, torch_model, prompt, max_new_tokens=20, do_sample=False)
 
 
-@pytest.mark.parametrize("options", [
-    dict(num_beams=3, length_penalty=1.0, early_stopping=True),
-    dict(num_beams=4, num_return_sequences=2, length_penalty=0.5, early_stopping=False),
-], ids=["beam3", "beam4-nrs2"])  # fmt: skip
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(num_beams=3, length_penalty=1.0, early_stopping=True),
+        dict(num_beams=4, num_return_sequences=2, length_penalty=0.5, early_stopping=False),
+    ],
+    ids=["beam3", "beam4-nrs2"],
+)
 def test_beam_search(family, options):
     _, lm, torch_model, _ = family
     prompt = PROMPTS[0]
-    assert_same(lm, torch_model, prompt, max_new_tokens=12, eos_token_id=likely_eos(lm, prompt), do_sample=False,
-                **options)  # fmt: skip
+    assert_same(
+        lm, torch_model, prompt, max_new_tokens=12, eos_token_id=likely_eos(lm, prompt), do_sample=False, **options
+    )
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
@@ -62,8 +68,15 @@ def test_padded_batch(family, num_beams):
     _, lm, torch_model, _ = family
     ids, mask = lm.tokenizer.pad(PROMPTS)
     ours = lm.generate(ids, attention_mask=mask, max_new_tokens=10, num_beams=num_beams, do_sample=False)
-    ref, _ = hf_generate(torch_model, ids, mask, max_new_tokens=10, num_beams=num_beams, do_sample=False,
-                         pad_token_id=lm.generation_config().pad_id)  # fmt: skip
+    ref, _ = hf_generate(
+        torch_model,
+        ids,
+        mask,
+        max_new_tokens=10,
+        num_beams=num_beams,
+        do_sample=False,
+        pad_token_id=lm.generation_config().pad_id,
+    )
     np.testing.assert_array_equal(ours, ref)
 
 

@@ -63,7 +63,9 @@ def test_default_length_stops_at_the_context(lm, monkeypatch):
 
 def test_a_prompt_that_fills_the_context_is_refused(lm):
     context = lm.manifest.context_length
-    with pytest.raises(mr.PromptTooLongError, match=f"the prompt has {context} tokens but the model's context is {context}"):
+    with pytest.raises(
+        mr.PromptTooLongError, match=f"the prompt has {context} tokens but the model's context is {context}"
+    ):
         lm.generate([[5] * context])
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.gguf_blocks import decodable, decode
-
 import gguf_files
+from export.gguf_blocks import decodable, decode
 
 # type -> (bits of the MatMulNBits codes, block size, zero point, has minimums, byte offsets of its fp16 fields)
 FORMATS = {
@@ -53,7 +52,11 @@ def test_each_format_maps_onto_integer_codes_of_4_or_8_bits(type_name):
     bits, block_size, zero_point, has_minimums = FORMATS[type_name][:4]
     blocks = decode(type_name, _random_tensor(type_name, rows=2, blocks=2))
     assert (blocks.bits, blocks.block_size, blocks.zero_point, blocks.minimums is not None) == (
-        bits, block_size, zero_point, has_minimums)  # fmt: skip
+        bits,
+        block_size,
+        zero_point,
+        has_minimums,
+    )
     assert int(blocks.codes.max()) < 2**bits
     assert blocks.scales.shape == (2, blocks.codes.shape[1] // block_size)
 
@@ -64,10 +67,19 @@ def test_taking_rows_keeps_their_codes_scales_and_minimums():
     np.testing.assert_array_equal(picked.dequantize(), blocks.dequantize()[[4, 0, 2]])
 
 
-@pytest.mark.parametrize("type_name, expected", [
-    ("Q4_K", True), ("Q6_K", True), ("F16", False), ("F32", False), ("BF16", False), ("IQ2_XXS", False),
-    ("IQ4_NL", False), ("TQ1_0", False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "type_name, expected",
+    [
+        ("Q4_K", True),
+        ("Q6_K", True),
+        ("F16", False),
+        ("F32", False),
+        ("BF16", False),
+        ("IQ2_XXS", False),
+        ("IQ4_NL", False),
+        ("TQ1_0", False),
+    ],
+)
 def test_only_integer_code_formats_are_decodable(type_name, expected):
     assert decodable(type_name) is expected
 

@@ -9,31 +9,31 @@ only an exact copy of the weights can do; as exported (int8 activations, level 4
 from __future__ import annotations
 
 import io
-import json
 import shutil
 
 import numpy as np
 import onnx
 import pytest
 
+import gguf_files
 from memgpt_runtime.errors import ExportError
 from memgpt_runtime.manifest import read_manifest
 from memgpt_runtime.scoring import sequence_logits
 from memgpt_runtime.session import DecoderSession
-
-import gguf_files
 
 TEXT = [0, 17, 91, 140, 260, 33, 5, 77, 301, 12, 250, 44, 123, 9, 380, 64]  # token ids of the tiny vocabulary
 
 
 def _mix(embedding: str, layers: str, sixes: str | None = None):
     """GGUF types: the embedding, every layer weight, and (a Q4_K_M-like mix) attn_v/ffn_down of layer 0."""
+
     def types(role: str, layer: int | None) -> str:
         if role == "token_embd":
             return embedding
         if sixes and role in ("attn_v", "ffn_down") and layer == 0:
             return sixes
         return layers
+
     return types
 
 
@@ -63,7 +63,10 @@ def gguf_exports(wide_llama_dir, tmp_path_factory):
         if name not in made:
             folder = tmp_path_factory.mktemp("gguf")
             path = gguf_files.write_gguf(wide_llama_dir, folder / f"wide-{name}.gguf", MIXES[name][0])
-            made[name] = path, export_model(str(path), output=folder / "export", quantize="gguf", progress=Progress(quiet=True))
+            made[name] = (
+                path,
+                export_model(str(path), output=folder / "export", quantize="gguf", progress=Progress(quiet=True)),
+            )
         return made[name]
 
     return get
@@ -127,12 +130,20 @@ def test_as_exported_int8_activations_stay_close_to_the_dequantized_model(gguf_e
 def test_a_q4_k_m_mix_splits_q_k_v_by_format(gguf_exports):
     _, folder = gguf_exports("q4_k_m")
     kept = read_manifest(folder).quantization["kept"]
-    assert [(f["type"], f["bits"], f["block_size"], f["zero_point"], f["minimums"]) for f in kept["layers.0.qkv_proj"]["formats"]] == [
-        ("Q4_K", 4, 32, 0, True), ("Q6_K", 8, 16, 32, False)]  # fmt: skip
+    assert [
+        (f["type"], f["bits"], f["block_size"], f["zero_point"], f["minimums"])
+        for f in kept["layers.0.qkv_proj"]["formats"]
+    ] == [("Q4_K", 4, 32, 0, True), ("Q6_K", 8, 16, 32, False)]
     assert [f["type"] for f in kept["layers.1.qkv_proj"]["formats"]] == ["Q4_K"]
     graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
     assert [n.op_type for n in graph.node if n.name.startswith("layers.0.qkv_proj_gguf")] == [
-        "MatMulNBits", "Split", "MatMul", "Add", "MatMulNBits", "Concat"]  # fmt: skip
+        "MatMulNBits",
+        "Split",
+        "MatMul",
+        "Add",
+        "MatMulNBits",
+        "Concat",
+    ]
 
 
 def test_formats_with_minimums_add_block_sums_times_minimums(gguf_exports):
@@ -156,12 +167,18 @@ def test_a_type_without_integer_codes_falls_back_to_int8_for_its_tensors_only(wi
     q = read_manifest(folder).quantization
     assert q["fallback"] == {f"layers.{i}.down_proj": "int8: F16 has no exact integer-code form" for i in (0, 1)}
     assert q["bits_by_node"]["layers.0.down_proj"] == 8 and q["block_size_by_node"]["layers.0.down_proj"] == 64
-    assert q["gguf_tensors"]["blk.0.ffn_down.weight"] == {"type": "F16", "kept_by": [], "fallback_in": ["layers.0.down_proj"]}
+    assert q["gguf_tensors"]["blk.0.ffn_down.weight"] == {
+        "type": "F16",
+        "kept_by": [],
+        "fallback_in": ["layers.0.down_proj"],
+    }
     assert set(q["kept"]) == set(q["nodes"]) - {"layers.0.down_proj", "layers.1.down_proj"}
     lines = [line for line in log.getvalue().splitlines() if "fall back" in line]
-    assert lines == ["memgpt export: gguf: 2 weight(s) cannot keep the file's codes and fall back to int8: "
-                     "layers.0.down_proj (F16 has no exact integer-code form), "
-                     "layers.1.down_proj (F16 has no exact integer-code form)"]  # fmt: skip
+    assert lines == [
+        "memgpt export: gguf: 2 weight(s) cannot keep the file's codes and fall back to int8: "
+        "layers.0.down_proj (F16 has no exact integer-code form), "
+        "layers.1.down_proj (F16 has no exact integer-code form)"
+    ]
 
 
 def test_gguf_scheme_refuses_a_model_that_is_not_a_gguf_file(tiny_llama_dir, tmp_path):
@@ -177,8 +194,9 @@ def test_the_default_model_keeps_its_q4_1_layers_and_q8_0_embedding(tmp_path_fac
     from export import export_model
     from export.progress import Progress
 
-    folder = export_model(None, output=tmp_path_factory.mktemp("export") / "smollm2-gguf", quantize="gguf",
-                          progress=Progress(quiet=True))  # fmt: skip
+    folder = export_model(
+        None, output=tmp_path_factory.mktemp("export") / "smollm2-gguf", quantize="gguf", progress=Progress(quiet=True)
+    )
     manifest = read_manifest(folder)
     q = manifest.quantization
     assert q["fallback"] == {} and set(q["kept"]) == set(q["nodes"]) and len(q["nodes"]) == 30 * 4 + 1

@@ -75,9 +75,14 @@ def test_every_token_id_option_is_checked_against_the_vocabulary(lm, options, fi
 def test_numpy_scalars_are_the_numbers_they_hold(lm):
     plain = lm.generate([5, 6, 7], max_new_tokens=4, do_sample=True, temperature=0.7, top_k=5, seed=3, eos_token_id=[0])
     numpy = lm.generate(
-        np.array([5, 6, 7]), max_new_tokens=np.int64(4), do_sample=np.bool_(True), temperature=np.float32(0.7),
-        top_k=np.int32(5), seed=np.uint8(3), eos_token_id=[np.int64(0)],
-    )  # fmt: skip
+        np.array([5, 6, 7]),
+        max_new_tokens=np.int64(4),
+        do_sample=np.bool_(True),
+        temperature=np.float32(0.7),
+        top_k=np.int32(5),
+        seed=np.uint8(3),
+        eos_token_id=[np.int64(0)],
+    )
     np.testing.assert_array_equal(numpy, plain)
 
 
@@ -105,9 +110,13 @@ def test_text_that_is_not_valid_unicode_reads_as_replacement_characters(lm):
 
 @pytest.mark.parametrize(
     "prompt, message",
-    [(123, "must be a string.*got int"), (None, "got NoneType"), (b"hi", "got bytes"),
-     (["hi", 5], "a batch of prompts must be all strings, got a list of int, str")],
-)  # fmt: skip
+    [
+        (123, "must be a string.*got int"),
+        (None, "got NoneType"),
+        (b"hi", "got bytes"),
+        (["hi", 5], "a batch of prompts must be all strings, got a list of int, str"),
+    ],
+)
 def test_a_prompt_that_is_not_text_says_so(lm, prompt, message):
     with pytest.raises(mr.UsageError, match=message):
         lm.generate_text(prompt)
@@ -137,7 +146,10 @@ def edit_manifest(folder, change) -> None:
         (lambda b: b.update(model_file="/etc/passwd"), "model_file '/etc/passwd' points outside its folder"),
         (lambda b: b["files"].update({"../up": {"size": 1, "sha256": "0"}}), "'../up' points outside"),
         (lambda b: b["tokens"].update(eos_token_ids=None), "tokens.eos_token_ids must be a list"),
-        (lambda b: b["tokens"].update(pad_token_id=VOCAB), r"tokens.pad_token_id must be a token id in \[0, vocab_size=384\), got 384"),
+        (
+            lambda b: b["tokens"].update(pad_token_id=VOCAB),
+            r"tokens.pad_token_id must be a token id in \[0, vocab_size=384\), got 384",
+        ),
         (lambda b: b["kv_cache"].update(num_kv_heads="2"), "kv_cache.num_kv_heads must be an integer >= 1"),
         (lambda b: b["kv_cache"].update(num_layers=0), "kv_cache.num_layers must be an integer >= 1"),
         (lambda b: b["kv_cache"].update(dtype="float16"), "kv_cache.dtype must be \"float32\", got 'float16'"),
@@ -173,5 +185,7 @@ def test_manifest_numbers_that_contradict_the_graph_are_refused_at_load(copy, ch
 
 def test_a_manifest_from_a_newer_runtime_asks_for_an_upgrade_not_a_re_export(copy):
     edit_manifest(copy, lambda b: b.update(version=VERSION + 1))
-    with pytest.raises(mr.ModelFolderError, match=f"version {VERSION + 1}, newer than this runtime.*upgrade memgpt-runtime"):
+    with pytest.raises(
+        mr.ModelFolderError, match=f"version {VERSION + 1}, newer than this runtime.*upgrade memgpt-runtime"
+    ):
         mr.load(copy)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from memgpt_runtime.engine import Engine
 from memgpt_runtime.errors import UsageError
 from memgpt_runtime.lookup import draft
 from memgpt_runtime.processors import build_processors
-from memgpt_runtime.request import Done, Forward, Request, Rewind, Step, Verify
+from memgpt_runtime.request import Done, Request, Step
 from memgpt_runtime.search import calls, drive, finish
 from memgpt_runtime.server import protocol as p
 from memgpt_runtime.server.errors import BadRequest
@@ -92,12 +92,16 @@ SCRIPTED_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options", SCRIPTED_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "plain")
+@pytest.mark.parametrize(
+    "options", SCRIPTED_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "plain"
+)
 @pytest.mark.parametrize("k, ngram", [(1, None), (3, 1), (10, None), (10, 3)])
 def test_lookup_gives_the_plain_search_token_for_token(options, k, ngram):
     prompt = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5, 6, 1, 2]
     plain, _ = run_scripted(prompt, max_new_tokens=40, **options)
-    looked, state = run_scripted(prompt, max_new_tokens=40, prompt_lookup_num_tokens=k, max_matching_ngram_size=ngram, **options)
+    looked, state = run_scripted(
+        prompt, max_new_tokens=40, prompt_lookup_num_tokens=k, max_matching_ngram_size=ngram, **options
+    )
     ours, theirs = finish(looked), finish(plain)
     np.testing.assert_array_equal(ours.sequences, theirs.sequences)
     np.testing.assert_array_equal(ours.lengths, theirs.lengths)
@@ -128,7 +132,9 @@ def test_the_draft_never_passes_max_length():
 
 def test_closing_between_the_steps_of_one_call_stops_the_model():
     state = ScriptedState()
-    request = Request.resolve([[1, 2, 3, 1, 2, 3, 1, 2]], [[1] * 8], GenerationConfig(max_new_tokens=30, prompt_lookup_num_tokens=5))
+    request = Request.resolve(
+        [[1, 2, 3, 1, 2, 3, 1, 2]], [[1] * 8], GenerationConfig(max_new_tokens=30, prompt_lookup_num_tokens=5)
+    )
     steps = drive(state, calls(request))
     next(steps)
     before = list(state.calls)
@@ -150,9 +156,13 @@ def test_draft_equals_transformers_candidates(seed):
     banning = seed % 3 == 0
     max_length = len(seq) + 60  # far: transformers does not cap the draft at max_length, we do
     theirs_gen = PromptLookupCandidateGenerator(
-        eos_token_id=torch.tensor(eos), num_output_tokens=k, max_matching_ngram_size=ngram, max_length=max_length,
-        logits_processor=LogitsProcessorList([NoRepeatNGramLogitsProcessor(3)]) if banning else None, vocab_size=8,
-    )  # fmt: skip
+        eos_token_id=torch.tensor(eos),
+        num_output_tokens=k,
+        max_matching_ngram_size=ngram,
+        max_length=max_length,
+        logits_processor=LogitsProcessorList([NoRepeatNGramLogitsProcessor(3)]) if banning else None,
+        vocab_size=8,
+    )
     candidates, _ = theirs_gen.get_candidates(torch.from_numpy(seq)[None])
     chain = build_processors(GenerationConfig(no_repeat_ngram_size=3), len(seq)) if banning else None
     ours = draft(seq, k, ngram, max_length, np.array(eos), chain, vocab=8)
@@ -168,7 +178,7 @@ GROUNDED = [
 ]
 
 
-@lru_cache(maxsize=None)
+@cache
 def torch_model(name):
     return {"llama": tiny_llama, "gpt2": tiny_gpt2}[name]()
 
@@ -182,8 +192,9 @@ def test_tiny_models_give_plain_greedy_and_transformers_lookup(name, prompt, k):
     config = GenerationConfig(max_new_tokens=24, prompt_lookup_num_tokens=k, eos_token_id=eos)
     ours = finish(drive(TorchState(torch_model(name)), calls(Request.resolve(ids, mask, config))))
     plain, _ = hf_generate(torch_model(name), ids, mask, do_sample=False, max_new_tokens=24, eos_token_id=eos)
-    theirs, _ = hf_generate(torch_model(name), ids, mask, do_sample=False, max_new_tokens=24, eos_token_id=eos,
-                            prompt_lookup_num_tokens=k)  # fmt: skip
+    theirs, _ = hf_generate(
+        torch_model(name), ids, mask, do_sample=False, max_new_tokens=24, eos_token_id=eos, prompt_lookup_num_tokens=k
+    )
     np.testing.assert_array_equal(ours.sequences, plain)
     np.testing.assert_array_equal(ours.sequences, theirs[:, : plain.shape[1]])  # transformers may pass max_length
 
@@ -194,13 +205,18 @@ def llama(tiny_llama_export):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama_export", "tiny_gpt2_export", "tiny_qwen2_export", "tiny_t5_export"])
-@pytest.mark.parametrize("options", [dict(), dict(eos_token_id=[9], repetition_penalty=1.2), dict(do_sample=True, seed=3, top_k=20)],
-                         ids=["plain", "eos,penalty", "sampling"])  # fmt: skip
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(eos_token_id=[9], repetition_penalty=1.2), dict(do_sample=True, seed=3, top_k=20)],
+    ids=["plain", "eos,penalty", "sampling"],
+)
 def test_onnx_exports_give_the_plain_search(request, fixture, options):
     lm = mr.load(request.getfixturevalue(fixture))
     for prompt in GROUNDED:
         plain = lm.generate([prompt], max_new_tokens=30, return_dict_in_generate=True, **options)
-        looked = lm.generate([prompt], max_new_tokens=30, return_dict_in_generate=True, prompt_lookup_num_tokens=6, **options)
+        looked = lm.generate(
+            [prompt], max_new_tokens=30, return_dict_in_generate=True, prompt_lookup_num_tokens=6, **options
+        )
         np.testing.assert_array_equal(looked.sequences, plain.sequences)
         np.testing.assert_array_equal(looked.lengths, plain.lengths)
 
@@ -245,13 +261,19 @@ def test_engine_streams_one_step_per_token(llama):
 # -- what is refused ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options, field", [
-    (dict(prompt_lookup_num_tokens=0), "prompt_lookup_num_tokens must be >= 1"),
-    (dict(prompt_lookup_num_tokens=True), "prompt_lookup_num_tokens must be an integer"),
-    (dict(prompt_lookup_num_tokens=3, max_matching_ngram_size=0), "max_matching_ngram_size must be >= 1"),
-    (dict(prompt_lookup_num_tokens=3, num_beams=2), "prompt_lookup_num_tokens needs num_beams=1"),
-    (dict(prompt_lookup_num_tokens=3, do_sample=True, num_return_sequences=2), "num_return_sequences must be 1 with prompt_lookup"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "options, field",
+    [
+        (dict(prompt_lookup_num_tokens=0), "prompt_lookup_num_tokens must be >= 1"),
+        (dict(prompt_lookup_num_tokens=True), "prompt_lookup_num_tokens must be an integer"),
+        (dict(prompt_lookup_num_tokens=3, max_matching_ngram_size=0), "max_matching_ngram_size must be >= 1"),
+        (dict(prompt_lookup_num_tokens=3, num_beams=2), "prompt_lookup_num_tokens needs num_beams=1"),
+        (
+            dict(prompt_lookup_num_tokens=3, do_sample=True, num_return_sequences=2),
+            "num_return_sequences must be 1 with prompt_lookup",
+        ),
+    ],
+)
 def test_bad_options_name_the_field(options, field):
     with pytest.raises(UsageError, match=field):
         GenerationConfig(**options)
@@ -266,25 +288,45 @@ def test_a_batch_is_refused_as_transformers_does(llama):
 
 
 def memgpt(*args):
-    return subprocess.run([sys.executable, "-m", "memgpt_runtime.cli", *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "memgpt_runtime.cli", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_flag_gives_the_plain_text(tiny_llama_export, llama):
     text = "the cat sat on the mat and the cat sat on the"
-    run = memgpt("generate", tiny_llama_export, text, "--max-new-tokens", 16, "--quiet", "--prompt-lookup-num-tokens", 5,
-                 "--max-matching-ngram-size", 3)  # fmt: skip
+    run = memgpt(
+        "generate",
+        tiny_llama_export,
+        text,
+        "--max-new-tokens",
+        16,
+        "--quiet",
+        "--prompt-lookup-num-tokens",
+        5,
+        "--max-matching-ngram-size",
+        3,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout == llama.generate_text(text, max_new_tokens=16) + "\n"
 
 
 def test_cli_refuses_lookup_with_beams_in_one_line(tiny_llama_export):
     run = memgpt("generate", tiny_llama_export, "hi", "--num-beams", 2, "--prompt-lookup-num-tokens", 5)
-    assert run.returncode != 0 and run.stderr.count("\n") == 1 and "prompt_lookup_num_tokens needs num_beams=1" in run.stderr
+    assert (
+        run.returncode != 0
+        and run.stderr.count("\n") == 1
+        and "prompt_lookup_num_tokens needs num_beams=1" in run.stderr
+    )
 
 
 def job(body: dict):
-    return p.build_job(p.parse(p.ChatRequest, json.dumps({"messages": [{"role": "user", "content": "hi"}], **body}).encode()),
-                       [[1, 2]], {}, 100)  # fmt: skip
+    return p.build_job(
+        p.parse(p.ChatRequest, json.dumps({"messages": [{"role": "user", "content": "hi"}], **body}).encode()),
+        [[1, 2]],
+        {},
+        100,
+    )
 
 
 def test_server_maps_the_lookup_parameters():
@@ -293,12 +335,15 @@ def test_server_maps_the_lookup_parameters():
     )
 
 
-@pytest.mark.parametrize("body", [
-    {"prompt_lookup_num_tokens": 0},
-    {"prompt_lookup_num_tokens": 65},
-    {"prompt_lookup_num_tokens": 4, "use_beam_search": True, "n": 2},
-    {"prompt_lookup_num_tokens": 4, "temperature": 0.7, "n": 2},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt_lookup_num_tokens": 0},
+        {"prompt_lookup_num_tokens": 65},
+        {"prompt_lookup_num_tokens": 4, "use_beam_search": True, "n": 2},
+        {"prompt_lookup_num_tokens": 4, "temperature": 0.7, "n": 2},
+    ],
+)
 def test_server_refuses_bad_lookup_requests_naming_the_field(body):
     with pytest.raises(BadRequest) as caught:
         job(body)
@@ -332,4 +377,3 @@ def test_pacing_stops_checking_drafts_that_are_usually_wrong_and_starts_again():
     assert pacing.limit() == 7  # one fewer per partly kept draft
     pacing.record(True, checked=7, kept=7)
     assert pacing.limit() == 9
-

@@ -57,18 +57,22 @@ def _docs_perplexity(folder, ids, context, stride) -> float:
     return math.exp(nll_sum / n_tokens)
 
 
-@pytest.mark.parametrize("length, context, stride, expected", [
-    (10, 4, 2, [(0, 4, 1), (2, 6, 4), (4, 8, 6), (6, 10, 8)]),
-    (10, 4, 4, [(0, 4, 1), (4, 8, 5), (8, 10, 9)]),  # no overlap: each window's first token has no context
-    (10, 16, 8, [(0, 10, 1)]),
-    (7, 4, 3, [(0, 4, 1), (3, 7, 4)]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "length, context, stride, expected",
+    [
+        (10, 4, 2, [(0, 4, 1), (2, 6, 4), (4, 8, 6), (6, 10, 8)]),
+        (10, 4, 4, [(0, 4, 1), (4, 8, 5), (8, 10, 9)]),  # no overlap: each window's first token has no context
+        (10, 16, 8, [(0, 10, 1)]),
+        (7, 4, 3, [(0, 4, 1), (3, 7, 4)]),
+    ],
+)
 def test_windows_score_each_token_once_with_the_context_before_it(length, context, stride, expected):
     assert windows(length, context, stride) == expected
 
 
-@pytest.mark.parametrize("export_fixture, hf_fixture", [("tiny_llama_export", "tiny_llama_dir"),
-                                                        ("tiny_gpt2_export", "tiny_gpt2_dir")])
+@pytest.mark.parametrize(
+    "export_fixture, hf_fixture", [("tiny_llama_export", "tiny_llama_dir"), ("tiny_gpt2_export", "tiny_gpt2_dir")]
+)
 def test_logits_at_every_position_equal_pytorch(request, export_fixture, hf_fixture):
     lm = mr.load(request.getfixturevalue(export_fixture))
     want = _torch_logits(request.getfixturevalue(hf_fixture), [IDS[:20], IDS[4:24]])
@@ -116,12 +120,16 @@ def test_logits_refuse_rows_of_different_lengths(tiny_llama_export):
 @pytest.fixture
 def text_file(tmp_path):
     path = tmp_path / "text.txt"
-    path.write_text("The quick brown fox jumps over the lazy dog. Hello world! How are you today? " * 3, encoding="utf-8")
+    path.write_text(
+        "The quick brown fox jumps over the lazy dog. Hello world! How are you today? " * 3, encoding="utf-8"
+    )
     return path
 
 
 def test_cli_prints_the_perplexity_as_json(tiny_llama_export, text_file, capsys):
-    assert main(["perplexity", str(tiny_llama_export), str(text_file), "--context", "16", "--stride", "8", "--json"]) == 0
+    assert (
+        main(["perplexity", str(tiny_llama_export), str(text_file), "--context", "16", "--stride", "8", "--json"]) == 0
+    )
     body = json.loads(capsys.readouterr().out)
     assert set(body) == {"model", "text", "perplexity", "mean_nll", "tokens", "windows", "context", "stride", "seconds"}
     assert (body["context"], body["stride"]) == (16, 8)
@@ -138,15 +146,26 @@ def test_cli_prints_one_line_by_default(tiny_llama_export, text_file, capsys):
     assert out.startswith("perplexity ") and "(context 32, stride 16, " in out and out.count("\n") == 1
 
 
-@pytest.mark.parametrize("content, args, message", [
-    (None, [], "text file .* does not exist; pass a UTF-8 text file"),
-    (b"", [], "is empty; perplexity needs some text"),
-    (b"  \n\t", [], "is empty"),
-    (b"caf\xe9 au lait", [], r"is not UTF-8 text \(byte 3\); convert it to UTF-8 first"),
-    (b"some text", ["--context", "300"], r"context must be a whole number in \[2, 256\] \(the model's context\), got 300"),
-    (b"some text", ["--context", "16", "--stride", "0"], r"stride must be a whole number in \[1, context=16\], got 0"),
-    (b"some text", ["--context", "16", "--stride", "17"], r"stride must be .* got 17"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        (None, [], "text file .* does not exist; pass a UTF-8 text file"),
+        (b"", [], "is empty; perplexity needs some text"),
+        (b"  \n\t", [], "is empty"),
+        (b"caf\xe9 au lait", [], r"is not UTF-8 text \(byte 3\); convert it to UTF-8 first"),
+        (
+            b"some text",
+            ["--context", "300"],
+            r"context must be a whole number in \[2, 256\] \(the model's context\), got 300",
+        ),
+        (
+            b"some text",
+            ["--context", "16", "--stride", "0"],
+            r"stride must be a whole number in \[1, context=16\], got 0",
+        ),
+        (b"some text", ["--context", "16", "--stride", "17"], r"stride must be .* got 17"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_2(tiny_llama_export, tmp_path, capsys, content, args, message):
     path = tmp_path / "text.txt"
     if content is not None:

@@ -166,16 +166,29 @@ def processor_names(config: GenerationConfig, prompt_length: int = 4) -> list[st
         (dict(do_sample=True), ["top_k"]),
         (dict(do_sample=True, top_k=0), []),
         (
-            dict(do_sample=True, temperature=0.5, top_p=0.9, repetition_penalty=1.1, no_repeat_ngram_size=2,
-                 min_new_tokens=3, eos_token_id=2),
+            dict(
+                do_sample=True,
+                temperature=0.5,
+                top_p=0.9,
+                repetition_penalty=1.1,
+                no_repeat_ngram_size=2,
+                min_new_tokens=3,
+                eos_token_id=2,
+            ),
             ["repetition_penalty", "no_repeat_ngram", "min_length", "temperature", "top_k", "top_p"],
         ),
         (dict(num_beams=3, temperature=0.5, top_p=0.9, top_k=5), []),  # warpers only when sampling
         (dict(min_length=5), []),  # no EOS, nothing to ban
         (dict(min_length=5, eos_token_id=2), ["min_length"]),
         (
-            dict(no_repeat_ngram_size=3, bad_words_ids=[[4]], min_length=3, eos_token_id=2, forced_bos_token_id=0,
-                 forced_eos_token_id=2),
+            dict(
+                no_repeat_ngram_size=3,
+                bad_words_ids=[[4]],
+                min_length=3,
+                eos_token_id=2,
+                forced_bos_token_id=0,
+                forced_eos_token_id=2,
+            ),
             ["no_repeat_ngram", "bad_words", "min_length", "forced_token", "forced_token"],
         ),
         (dict(do_sample=True, top_k=5, renormalize_logits=True), ["top_k", "renormalize"]),
@@ -212,7 +225,9 @@ def test_presence_frequency_penalty(seed, presence, frequency, prompt_length):
     ids, scores = random_case(seed, id_vocab=6)  # few distinct ids: repeated tokens
     ours = P.presence_frequency_penalty(ids, scores, prompt_length, presence, frequency)
     assert ours.dtype == np.float32
-    np.testing.assert_allclose(ours, vllm_penalties(ids, scores, prompt_length, presence, frequency), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(
+        ours, vllm_penalties(ids, scores, prompt_length, presence, frequency), rtol=1e-6, atol=1e-5
+    )
 
 
 def test_presence_frequency_penalty_by_hand():
@@ -224,7 +239,9 @@ def test_presence_frequency_penalty_by_hand():
 
 
 def test_penalties_come_right_after_the_repetition_penalty():
-    config = GenerationConfig(do_sample=True, temperature=0.5, repetition_penalty=1.2, presence_penalty=0.3, frequency_penalty=0.1)
+    config = GenerationConfig(
+        do_sample=True, temperature=0.5, repetition_penalty=1.2, presence_penalty=0.3, frequency_penalty=0.1
+    )
     assert processor_names(config) == ["repetition_penalty", "presence_frequency_penalty", "temperature", "top_k"]
     assert processor_names(GenerationConfig(presence_penalty=0.0, frequency_penalty=0.0)) == []
 

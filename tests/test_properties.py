@@ -40,16 +40,31 @@ VOCAB = 384  # tiny_models' vocabulary
 token = st.integers(0, VOCAB - 1)
 # values that make a quick, valid generation, each field's own; drawn three times in four, `anything` otherwise
 valid = {
-    "max_new_tokens": st.integers(1, 6), "max_length": st.integers(4, 12), "min_new_tokens": st.integers(0, 8),
-    "min_length": st.integers(0, 12), "do_sample": st.booleans(), "temperature": st.floats(0.05, 5),
-    "top_k": st.integers(0, 500), "top_p": st.floats(0.01, 1), "seed": st.integers(0, 2**64),
-    "num_beams": st.integers(1, 4), "length_penalty": st.floats(-3, 3), "early_stopping": st.sampled_from([True, False, "never"]),
-    "num_return_sequences": st.integers(1, 4), "no_repeat_ngram_size": st.integers(0, 4),
-    "repetition_penalty": st.floats(0.1, 3), "eos_token_id": st.lists(token, max_size=3), "pad_token_id": token,
-    "forced_bos_token_id": token, "forced_eos_token_id": token | st.lists(token, min_size=1, max_size=2),
-    "bad_words_ids": st.lists(st.lists(token, min_size=1, max_size=3), max_size=3), "decoder_start_token_id": token,
-    "renormalize_logits": st.booleans(), "return_dict_in_generate": st.booleans(), "default_new_tokens": st.integers(1, 6),
-}  # fmt: skip
+    "max_new_tokens": st.integers(1, 6),
+    "max_length": st.integers(4, 12),
+    "min_new_tokens": st.integers(0, 8),
+    "min_length": st.integers(0, 12),
+    "do_sample": st.booleans(),
+    "temperature": st.floats(0.05, 5),
+    "top_k": st.integers(0, 500),
+    "top_p": st.floats(0.01, 1),
+    "seed": st.integers(0, 2**64),
+    "num_beams": st.integers(1, 4),
+    "length_penalty": st.floats(-3, 3),
+    "early_stopping": st.sampled_from([True, False, "never"]),
+    "num_return_sequences": st.integers(1, 4),
+    "no_repeat_ngram_size": st.integers(0, 4),
+    "repetition_penalty": st.floats(0.1, 3),
+    "eos_token_id": st.lists(token, max_size=3),
+    "pad_token_id": token,
+    "forced_bos_token_id": token,
+    "forced_eos_token_id": token | st.lists(token, min_size=1, max_size=2),
+    "bad_words_ids": st.lists(st.lists(token, min_size=1, max_size=3), max_size=3),
+    "decoder_start_token_id": token,
+    "renormalize_logits": st.booleans(),
+    "return_dict_in_generate": st.booleans(),
+    "default_new_tokens": st.integers(1, 6),
+}
 options = st.dictionaries(st.sampled_from(FIELDS), anything, max_size=6)
 runnable_options = st.fixed_dictionaries(
     {}, optional={f: st.one_of(valid[f], valid[f], valid[f], anything) if f in valid else anything for f in FIELDS}
@@ -103,13 +118,18 @@ def test_generate_with_valid_random_options_runs_or_refuses_the_combination(lm, 
     check_output(lm, out)
 
 
-id_values = st.one_of(st.integers(min_value=-(10**20), max_value=10**20), st.floats(), st.booleans(), st.none(), st.text(max_size=2))
+id_values = st.one_of(
+    st.integers(min_value=-(10**20), max_value=10**20), st.floats(), st.booleans(), st.none(), st.text(max_size=2)
+)
 id_inputs = st.one_of(
     st.lists(id_values, max_size=4),
     st.lists(st.lists(id_values, max_size=4), max_size=3),
     st.lists(st.lists(st.lists(st.integers(0, 10), max_size=2), max_size=2), max_size=2),
-    st.builds(lambda shape, dtype: np.ones(shape, dtype), st.lists(st.integers(0, 3), max_size=3),
-              st.sampled_from([np.int64, np.int8, np.uint64, np.float32, np.bool_])),  # fmt: skip
+    st.builds(
+        lambda shape, dtype: np.ones(shape, dtype),
+        st.lists(st.integers(0, 3), max_size=3),
+        st.sampled_from([np.int64, np.int8, np.uint64, np.float32, np.bool_]),
+    ),
 )
 
 
@@ -148,9 +168,12 @@ json_values = st.recursive(
 @given(data=st.data())
 def test_a_manifest_with_random_field_values_loads_or_says_what_is_wrong(tiny_llama_export, manifest_copy, data):
     body = json.loads((tiny_llama_export / FILENAME).read_text())
-    path = data.draw(st.sampled_from(
-        [[k] for k in body if k not in ("format",)] + [[k, sub] for k in ("graph", "kv_cache", "tokens") for sub in body[k]]
-    ))  # fmt: skip
+    path = data.draw(
+        st.sampled_from(
+            [[k] for k in body if k not in ("format",)]
+            + [[k, sub] for k in ("graph", "kv_cache", "tokens") for sub in body[k]]
+        )
+    )
     target = body
     for key in path[:-1]:
         target = target[key]
@@ -165,15 +188,21 @@ def test_a_manifest_with_random_field_values_loads_or_says_what_is_wrong(tiny_ll
 MEMGPT = [sys.executable, "-m", "memgpt_runtime.cli"]
 
 
-TEXT_ARGUMENT = st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b and not b.startswith(b"-"))  # "-x" is an option
+TEXT_ARGUMENT = st.binary(min_size=1, max_size=40).filter(
+    lambda b: b"\0" not in b and not b.startswith(b"-")
+)  # "-x" is an option
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(argument=TEXT_ARGUMENT, stdin=st.binary(max_size=40))
 def test_the_cli_takes_any_bytes_as_text(tiny_llama_export, argument, stdin):
     for args, data in (([argument], None), (["-"], stdin)):
-        run = subprocess.run([*MEMGPT, "generate", str(tiny_llama_export), *args, "--max-new-tokens", "2", "--quiet"],
-                             input=data, capture_output=True, timeout=120)  # fmt: skip
+        run = subprocess.run(
+            [*MEMGPT, "generate", str(tiny_llama_export), *args, "--max-new-tokens", "2", "--quiet"],
+            input=data,
+            capture_output=True,
+            timeout=120,
+        )
         assert run.returncode in (0, 2), run.stderr
         if run.returncode == 2:
             assert run.stderr == b"error: the prompt is empty; give some text to continue\n"

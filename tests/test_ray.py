@@ -14,13 +14,13 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import psutil  # noqa: E402
-from batch_rows import ROWS, by_id, expected_row, memgpt, read_output, write_input  # noqa: E402
-from server_process import ServerProcess, assert_error, wait_until  # noqa: E402
 
 import memgpt_runtime as mr  # noqa: E402
+from batch_rows import ROWS, by_id, expected_row, memgpt, read_output, write_input  # noqa: E402
 from memgpt_runtime.batch.output import PartialOutput  # noqa: E402
 from memgpt_runtime.batch.ray_data import run_on_ray  # noqa: E402
 from memgpt_runtime.batch.rows import Row  # noqa: E402
+from server_process import ServerProcess, assert_error, wait_until  # noqa: E402
 
 PROMPTS = ["The quick brown fox", "Once upon a time there was", "def main():", "Numbers: 0 1 2 3"]
 ROWS_KILLED = 120  # rows of the killed-replica job: enough batches of 2 that the kill lands mid-job
@@ -43,8 +43,21 @@ def lm(tiny_llama_export):
 
 def test_ray_rows_equal_the_local_jobs(cluster, tiny_llama_export, lm, tmp_path):
     source = write_input(tmp_path / "in.jsonl")
-    run = memgpt("batch", tiny_llama_export, source, "-o", tmp_path / "ray.jsonl", "--ray", cluster, "--replicas", 2,
-                 "--batch-size", 3, "--slots", 4)  # fmt: skip
+    run = memgpt(
+        "batch",
+        tiny_llama_export,
+        source,
+        "-o",
+        tmp_path / "ray.jsonl",
+        "--ray",
+        cluster,
+        "--replicas",
+        2,
+        "--batch-size",
+        3,
+        "--slots",
+        4,
+    )
     assert run.returncode == 0, run.stderr
     assert not (tmp_path / "ray.jsonl.partial").exists()
     rows = by_id(read_output(tmp_path / "ray.jsonl"))
@@ -60,7 +73,13 @@ def test_ray_rows_equal_the_local_jobs(cluster, tiny_llama_export, lm, tmp_path)
 
 def test_ray_resume_skips_the_rows_already_written(cluster, tiny_llama_export, lm, tmp_path):
     source = write_input(tmp_path / "in.jsonl")
-    kept = {"id": 2, "text": "written before the crash", "finish_reason": "length", "prompt_tokens": 1, "completion_tokens": 1}
+    kept = {
+        "id": 2,
+        "text": "written before the crash",
+        "finish_reason": "length",
+        "prompt_tokens": 1,
+        "completion_tokens": 1,
+    }
     (tmp_path / "out.jsonl.partial").write_text(json.dumps(kept) + "\n")
     run = memgpt("batch", tiny_llama_export, source, "-o", tmp_path / "out.jsonl", "--ray", cluster, "--resume")
     assert run.returncode == 0, run.stderr
@@ -73,8 +92,9 @@ def test_replicas_that_do_not_fit_the_cluster_are_refused(cluster, tiny_llama_ex
     source = write_input(tmp_path / "in.jsonl")
     run = memgpt("batch", tiny_llama_export, source, "-o", tmp_path / "out.jsonl", "--ray", cluster, "--replicas", 3)
     assert run.returncode == 2
-    assert run.stderr.splitlines()[-1] == ("error: 3 replicas x 1 threads need 3 CPUs but the Ray cluster has 2; "
-                                           "lower the replicas or their threads")  # fmt: skip
+    assert run.stderr.splitlines()[-1] == (
+        "error: 3 replicas x 1 threads need 3 CPUs but the Ray cluster has 2; lower the replicas or their threads"
+    )
 
 
 def _replica_pids() -> list[int]:
@@ -88,7 +108,9 @@ def _replica_pids() -> list[int]:
 
 
 def test_a_killed_replica_has_its_rows_redone(cluster, tiny_llama_export, lm, tmp_path):
-    rows = [Row(i + 1, f"r{i}", {"prompt": PROMPTS[i % 4], "max_tokens": 32, "temperature": 0}) for i in range(ROWS_KILLED)]
+    rows = [
+        Row(i + 1, f"r{i}", {"prompt": PROMPTS[i % 4], "max_tokens": 32, "temperature": 0}) for i in range(ROWS_KILLED)
+    ]
     output = PartialOutput(tmp_path / "out.jsonl")
     failure = []
 
@@ -125,8 +147,23 @@ def test_a_killed_replica_has_its_rows_redone(cluster, tiny_llama_export, lm, tm
 @pytest.fixture(scope="module")
 def served(cluster, tiny_llama_export, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    proc = ServerProcess(tiny_llama_export, "--model-name", "tiny", "--ray-replicas", "1", "--ray", cluster, "--threads", "1",
-                         "--max-ongoing-requests", "1", "--max-queued-requests", "1", api_key="k", log=log)  # fmt: skip
+    proc = ServerProcess(
+        tiny_llama_export,
+        "--model-name",
+        "tiny",
+        "--ray-replicas",
+        "1",
+        "--ray",
+        cluster,
+        "--threads",
+        "1",
+        "--max-ongoing-requests",
+        "1",
+        "--max-queued-requests",
+        "1",
+        api_key="k",
+        log=log,
+    )
     try:
         proc.wait_healthy(timeout=180)
         yield proc

@@ -126,7 +126,9 @@ def test_out_of_vocabulary_ids_are_refused(lm):
 def test_generate_text_decodes_only_the_new_tokens(lm):
     ids = lm.tokenizer.encode("Hello world")
     out = lm.generate([ids], max_new_tokens=6)
-    assert lm.generate_text("Hello world", max_new_tokens=6) == lm.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
+    assert lm.generate_text("Hello world", max_new_tokens=6) == lm.tokenizer.decode(
+        out[0, len(ids) :], skip_special_tokens=True
+    )
 
 
 def test_generate_text_takes_a_batch(lm):
@@ -138,7 +140,11 @@ def test_generate_text_takes_a_batch(lm):
 def test_chat_template_matches_transformers(lm, tiny_llama_dir):
     from transformers import AutoTokenizer
 
-    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}]
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "bye"},
+    ]
     ref = AutoTokenizer.from_pretrained(tiny_llama_dir).apply_chat_template(messages, add_generation_prompt=True)
     assert lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True) == ref
 

@@ -97,7 +97,9 @@ def test_beam_search(pair, num_beams, length_penalty, early_stopping):
 def test_options(pair, options):
     lm, torch_model = pair
     prompt = PROMPTS[2]
-    assert_same(lm, torch_model, prompt, max_new_tokens=14, eos_token_id=likely_eos(lm, prompt), do_sample=False, **options)
+    assert_same(
+        lm, torch_model, prompt, max_new_tokens=14, eos_token_id=likely_eos(lm, prompt), do_sample=False, **options
+    )
 
 
 @pytest.mark.parametrize("num_beams", [1, 3])
@@ -105,14 +107,24 @@ def test_batch_of_prompts_of_different_lengths(pair, num_beams):
     lm, torch_model = pair
     ids, mask = lm.tokenizer.pad(PROMPTS)
     ours = lm.generate(ids, attention_mask=mask, max_new_tokens=10, num_beams=num_beams, do_sample=False)
-    ref, _ = hf_generate(torch_model, ids, mask, max_new_tokens=10, num_beams=num_beams, do_sample=False, pad_token_id=lm.generation_config().pad_id)
+    ref, _ = hf_generate(
+        torch_model,
+        ids,
+        mask,
+        max_new_tokens=10,
+        num_beams=num_beams,
+        do_sample=False,
+        pad_token_id=lm.generation_config().pad_id,
+    )
     np.testing.assert_array_equal(ours, ref)
 
 
 def test_ragged_lists_are_left_padded_like_an_explicit_mask(pair):
     lm, _ = pair
     ids, mask = lm.tokenizer.pad(PROMPTS)
-    np.testing.assert_array_equal(lm.generate(PROMPTS, max_new_tokens=5), lm.generate(ids, attention_mask=mask, max_new_tokens=5))
+    np.testing.assert_array_equal(
+        lm.generate(PROMPTS, max_new_tokens=5), lm.generate(ids, attention_mask=mask, max_new_tokens=5)
+    )
 
 
 def default_torch_model():
@@ -131,7 +143,9 @@ def default_torch_model():
 def test_default_model_fp32(smollm2_fp32_export, options):
     torch_model = default_torch_model()
     lm = mr.load(smollm2_fp32_export)
-    chat = lm.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True)
+    chat = lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True
+    )
     assert_same(lm, torch_model, chat, max_new_tokens=24, do_sample=False, **options)
 
 

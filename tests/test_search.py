@@ -84,7 +84,9 @@ def test_steps_yield_the_new_tokens_of_the_result():
     assert [s.tokens.shape for s in steps] == [(3,)] * new.shape[1]
     np.testing.assert_array_equal(np.stack([s.tokens for s in steps], axis=1), new)
     np.testing.assert_array_equal(np.stack([s.live for s in steps], axis=1).sum(axis=1), done.result.lengths)
-    assert set(new[np.arange(new.shape[1]) >= done.result.lengths[:, None]].tolist()) <= {3}, "after its length a row is padding"
+    assert set(new[np.arange(new.shape[1]) >= done.result.lengths[:, None]].tolist()) <= {3}, (
+        "after its length a row is padding"
+    )
 
 
 # ---- scripted fake: each row emits the tokens of its script, so the steps, lengths and model calls are exact
@@ -132,7 +134,9 @@ def test_lengths_count_the_eos_and_not_the_padding():
     state, steps = scripted_run()
     events = list(steps)
     result = events[-1].result
-    np.testing.assert_array_equal(result.sequences[:, 2:], [[4, EOS_ID, PAD, PAD, PAD], [4, 4, 4, EOS_ID, PAD], [4] * 5])
+    np.testing.assert_array_equal(
+        result.sequences[:, 2:], [[4, EOS_ID, PAD, PAD, PAD], [4, 4, 4, EOS_ID, PAD], [4] * 5]
+    )
     np.testing.assert_array_equal(result.lengths, [2, 4, 5])
     np.testing.assert_array_equal(
         [e.live.tolist() for e in events[:-1]],
@@ -165,8 +169,11 @@ def test_sampling_with_top_k_1_is_greedy():
     ids, mask = left_pad(PROMPTS)
     greedy = generate_ids(TorchState(model("llama")), ids, mask, GenerationConfig(max_new_tokens=10))
     sampled = generate_ids(
-        TorchState(model("llama")), ids, mask,
-        GenerationConfig(max_new_tokens=10, do_sample=True, top_k=1, temperature=0.7), rng=np.random.default_rng(0),
+        TorchState(model("llama")),
+        ids,
+        mask,
+        GenerationConfig(max_new_tokens=10, do_sample=True, top_k=1, temperature=0.7),
+        rng=np.random.default_rng(0),
     )
     np.testing.assert_array_equal(sampled.sequences, greedy.sequences)
 
@@ -216,7 +223,9 @@ def test_steps_carry_logprobs_of_the_raw_logits_when_asked():
     ids, mask = left_pad(PROMPTS)
     state = TorchState(model("llama"))
     # a repetition penalty changes the pick's scores, never the reported logprobs
-    config = GenerationConfig(max_new_tokens=6, logprobs=3, repetition_penalty=1.5, eos_token_id=EOS["llama"], pad_token_id=3)
+    config = GenerationConfig(
+        max_new_tokens=6, logprobs=3, repetition_penalty=1.5, eos_token_id=EOS["llama"], pad_token_id=3
+    )
     events = list(search(state, Request.resolve(ids, mask, config)))
     plain = list(search(TorchState(model("llama")), Request.resolve(ids, mask, config.replace(logprobs=None))))
     np.testing.assert_array_equal(events[-1].result.sequences, plain[-1].result.sequences)

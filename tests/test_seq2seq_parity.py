@@ -89,8 +89,15 @@ def test_beam_search(pair, beams, length_penalty, early_stopping):
     lm, torch_model = pair
     eos = likely_eos(lm, SOURCES[0])
     assert_same(
-        lm, torch_model, SOURCES[:2], num_beams=beams, length_penalty=length_penalty, early_stopping=early_stopping,
-        num_return_sequences=2, eos_token_id=eos, max_new_tokens=10,
+        lm,
+        torch_model,
+        SOURCES[:2],
+        num_beams=beams,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        num_return_sequences=2,
+        eos_token_id=eos,
+        max_new_tokens=10,
     )
 
 
@@ -98,8 +105,15 @@ def test_beam_search(pair, beams, length_penalty, early_stopping):
 def test_beam_search_on_a_padded_batch_with_processors(pair, beams):
     lm, torch_model = pair
     assert_same(
-        lm, torch_model, SOURCES, num_beams=beams, num_return_sequences=beams, no_repeat_ngram_size=2,
-        repetition_penalty=1.3, min_new_tokens=3, max_new_tokens=12,
+        lm,
+        torch_model,
+        SOURCES,
+        num_beams=beams,
+        num_return_sequences=beams,
+        no_repeat_ngram_size=2,
+        repetition_penalty=1.3,
+        min_new_tokens=3,
+        max_new_tokens=12,
     )
 
 
@@ -122,7 +136,9 @@ def test_renormalized_logits_with_banned_words(pair, beams):
     """Like opus-mt's generation config: bad words banned, then the scores renormalized (beam scores change)."""
     lm, torch_model = pair
     banned = likely_eos(lm, SOURCES[0])
-    assert_same(lm, torch_model, SOURCES, num_beams=beams, bad_words_ids=[[banned]], renormalize_logits=True, max_new_tokens=8)
+    assert_same(
+        lm, torch_model, SOURCES, num_beams=beams, bad_words_ids=[[banned]], renormalize_logits=True, max_new_tokens=8
+    )
 
 
 def test_output_starts_with_the_decoder_start_token(pair):

@@ -14,16 +14,18 @@ import threading
 import numpy as np
 import openai
 import pytest
-from server_process import ServerProcess, assert_error, wait_until
 
 import memgpt_runtime as mr
 from memgpt_runtime.processors import log_softmax
+from server_process import ServerProcess, assert_error, wait_until
 
 KEY = "test-key-123"
 NAME = "tiny"
-MESSAGES = [[{"role": "user", "content": "Hello world! How are you today?"}],
-            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Once upon a time"}],
-            [{"role": "user", "content": "Numbers: 0 1 2 3"}]]  # fmt: skip
+MESSAGES = [
+    [{"role": "user", "content": "Hello world! How are you today?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Once upon a time"}],
+    [{"role": "user", "content": "Numbers: 0 1 2 3"}],
+]
 PROMPTS = ["The quick brown fox", "Once upon a time there was", "def main():"]
 CANCELLED = 'memgpt_choices_finished_total{reason="cancelled"}'
 
@@ -70,8 +72,14 @@ def ids_of(logprobs_content) -> list[int]:
 @pytest.mark.parametrize("messages", MESSAGES)
 def test_chat_greedy_equals_generate(server, client, lm, messages):
     prompt = lm.encode_prompt(messages)
-    out = client.chat.completions.create(model=NAME, messages=messages, max_tokens=20, temperature=0, logprobs=True,
-                                         extra_body={"return_tokens_as_token_ids": True})  # fmt: skip
+    out = client.chat.completions.create(
+        model=NAME,
+        messages=messages,
+        max_tokens=20,
+        temperature=0,
+        logprobs=True,
+        extra_body={"return_tokens_as_token_ids": True},
+    )
     (expected,) = new_ids(lm, prompt, max_new_tokens=20)
     choice = out.choices[0]
     eos = expected[-1] in lm.generation_config().eos_token_id
@@ -106,12 +114,30 @@ def test_completion_list_of_prompts_gives_n_choices_each_in_order(client, lm):
 
 def test_seeded_sampling_with_n_equals_generate_and_repeats(client, lm):
     prompt = lm.encode_prompt(MESSAGES[0])
-    options = dict(model=NAME, messages=MESSAGES[0], max_tokens=12, temperature=0.8, top_p=0.9, n=3, seed=11, logprobs=True,
-                   extra_body={"top_k": 40, "return_tokens_as_token_ids": True})  # fmt: skip
+    options = dict(
+        model=NAME,
+        messages=MESSAGES[0],
+        max_tokens=12,
+        temperature=0.8,
+        top_p=0.9,
+        n=3,
+        seed=11,
+        logprobs=True,
+        extra_body={"top_k": 40, "return_tokens_as_token_ids": True},
+    )
     first = client.chat.completions.create(**options)
     again = client.chat.completions.create(**options)
-    expected = new_ids(lm, prompt, max_new_tokens=12, do_sample=True, temperature=0.8, top_p=0.9, top_k=40, seed=11,
-                       num_return_sequences=3)  # fmt: skip
+    expected = new_ids(
+        lm,
+        prompt,
+        max_new_tokens=12,
+        do_sample=True,
+        temperature=0.8,
+        top_p=0.9,
+        top_k=40,
+        seed=11,
+        num_return_sequences=3,
+    )
     eos = set(lm.generation_config().eos_token_id)
     for run in (first, again):
         got = [ids_of(c.logprobs.content) for c in sorted(run.choices, key=lambda c: c.index)]
@@ -121,15 +147,29 @@ def test_seeded_sampling_with_n_equals_generate_and_repeats(client, lm):
 
 def test_beam_search_as_vllm_spells_it_equals_generate(client, lm):
     prompt = lm.encode_prompt(PROMPTS[1])
-    out = client.completions.create(model=NAME, prompt=PROMPTS[1], max_tokens=10, n=3,
-                                    extra_body={"use_beam_search": True, "length_penalty": 0.7, "early_stopping": True})  # fmt: skip
-    expected = new_ids(lm, prompt, max_new_tokens=10, num_beams=3, num_return_sequences=3, length_penalty=0.7, early_stopping=True)
+    out = client.completions.create(
+        model=NAME,
+        prompt=PROMPTS[1],
+        max_tokens=10,
+        n=3,
+        extra_body={"use_beam_search": True, "length_penalty": 0.7, "early_stopping": True},
+    )
+    expected = new_ids(
+        lm, prompt, max_new_tokens=10, num_beams=3, num_return_sequences=3, length_penalty=0.7, early_stopping=True
+    )
     assert [c.text for c in out.choices] == [text_of(lm, e) for e in expected]
     assert out.usage.completion_tokens == sum(map(len, expected))
 
 
-@pytest.mark.parametrize("extra", [dict(presence_penalty=1.5), dict(frequency_penalty=0.9), dict(presence_penalty=-0.5, frequency_penalty=2.0),
-                                   dict(extra_body={"repetition_penalty": 1.4})])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(presence_penalty=1.5),
+        dict(frequency_penalty=0.9),
+        dict(presence_penalty=-0.5, frequency_penalty=2.0),
+        dict(extra_body={"repetition_penalty": 1.4}),
+    ],
+)
 def test_penalties_equal_generate(client, lm, extra):
     prompt = lm.encode_prompt(PROMPTS[0])
     out = client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=24, temperature=0, **extra)
@@ -175,7 +215,9 @@ def test_completion_streamed_equals_non_streamed_with_echo_and_logprobs(client):
     texts, reasons, usage, _ = collect_stream(client.completions.create(**base, stream=True), chat=False)
     assert texts[0] == whole.choices[0].text and reasons[0] == whole.choices[0].finish_reason and usage is None
     whole = client.completions.create(model=NAME, prompt=PROMPTS[2], max_tokens=16, temperature=0, logprobs=2)
-    streamed = list(client.completions.create(model=NAME, prompt=PROMPTS[2], max_tokens=16, temperature=0, logprobs=2, stream=True))
+    streamed = list(
+        client.completions.create(model=NAME, prompt=PROMPTS[2], max_tokens=16, temperature=0, logprobs=2, stream=True)
+    )
     tokens = [t for c in streamed for t in (c.choices[0].logprobs.tokens if c.choices[0].logprobs else [])]
     assert tokens == whole.choices[0].logprobs.tokens
 
@@ -221,21 +263,31 @@ def test_stop_strings_across_token_boundaries_never_leak(client, prompt):
     cases = boundary_stops(text, tokens)[:4]
     assert cases, tokens
     for stop, expected, count in cases:
-        whole = client.completions.create(model=NAME, prompt=prompt, max_tokens=24, temperature=0, stop=[stop, "never-seen-zz"])
+        whole = client.completions.create(
+            model=NAME, prompt=prompt, max_tokens=24, temperature=0, stop=[stop, "never-seen-zz"]
+        )
         assert whole.choices[0].text == expected and whole.choices[0].finish_reason == "stop", (stop, text)
         assert whole.usage.completion_tokens == count
-        pieces = [c.choices[0].text for c in client.completions.create(model=NAME, prompt=prompt, max_tokens=24, temperature=0,
-                                                                       stop=stop, stream=True)]  # fmt: skip
+        pieces = [
+            c.choices[0].text
+            for c in client.completions.create(
+                model=NAME, prompt=prompt, max_tokens=24, temperature=0, stop=stop, stream=True
+            )
+        ]
         assert "".join(pieces) == expected
         assert all(stop not in "".join(pieces[: i + 1]) for i in range(len(pieces)))
 
 
 def test_stop_string_per_choice_with_n(client):
-    texts = client.chat.completions.create(model=NAME, messages=MESSAGES[2], max_tokens=20, temperature=1.0, n=3, seed=5)
+    texts = client.chat.completions.create(
+        model=NAME, messages=MESSAGES[2], max_tokens=20, temperature=1.0, n=3, seed=5
+    )
     longest = max((c.message.content for c in texts.choices), key=len)
     assert len(longest) >= 5
     stop = longest[3:5]
-    out = client.chat.completions.create(model=NAME, messages=MESSAGES[2], max_tokens=20, temperature=1.0, n=3, seed=5, stop=stop)
+    out = client.chat.completions.create(
+        model=NAME, messages=MESSAGES[2], max_tokens=20, temperature=1.0, n=3, seed=5, stop=stop
+    )
     for full, cut in zip(texts.choices, out.choices):
         at = full.message.content.find(stop)
         assert cut.message.content == (full.message.content if at == -1 else full.message.content[:at])
@@ -247,7 +299,9 @@ def test_stop_string_per_choice_with_n(client):
 
 def test_chat_logprobs_join_to_the_text_and_are_the_models(client, lm):
     prompt = lm.encode_prompt(MESSAGES[0])
-    out = client.chat.completions.create(model=NAME, messages=MESSAGES[0], max_tokens=12, temperature=0, logprobs=True, top_logprobs=3)
+    out = client.chat.completions.create(
+        model=NAME, messages=MESSAGES[0], max_tokens=12, temperature=0, logprobs=True, top_logprobs=3
+    )
     content = out.choices[0].logprobs.content
     assert "".join(t.token for t in content) == out.choices[0].message.content
     (expected,) = new_ids(lm, prompt, max_new_tokens=12)
@@ -271,26 +325,51 @@ def test_completion_logprobs_offsets_match_the_text(client):
 # -- errors: OpenAI's shape and status ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"top_p": 1.5}, "top_p"), ({"temperature": -1}, "temperature"), ({"n": 0}, "n"), ({"max_tokens": 0}, "max_tokens"),
-    ({"best_of": 2}, "best_of"), ({"logit_bias": {"5": 1.0}}, "logit_bias"), ({"suffix": "x"}, "suffix"),
-    ({"presence_penalty": 3}, "presence_penalty"), ({"frequency_penalty": float("nan")}, "frequency_penalty"),
-    ({"logprobs": 50}, "logprobs"), ({"stop": [""]}, "stop"), ({"seed": -1}, "seed"), ({"whatever": 1}, "whatever"),
-    ({"max_tokens": True}, "max_tokens"), ({"stream_options": {"include_usage": True}}, "stream_options"),
-    ({"use_beam_search": True, "n": 2, "temperature": 0.7}, "temperature"), ({"length_penalty": 0.5}, "length_penalty"),
-    ({"prompt": [1, 2, 100000]}, "prompt"), ({"prompt": []}, "prompt"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"top_p": 1.5}, "top_p"),
+        ({"temperature": -1}, "temperature"),
+        ({"n": 0}, "n"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"best_of": 2}, "best_of"),
+        ({"logit_bias": {"5": 1.0}}, "logit_bias"),
+        ({"suffix": "x"}, "suffix"),
+        ({"presence_penalty": 3}, "presence_penalty"),
+        ({"frequency_penalty": float("nan")}, "frequency_penalty"),
+        ({"logprobs": 50}, "logprobs"),
+        ({"stop": [""]}, "stop"),
+        ({"seed": -1}, "seed"),
+        ({"whatever": 1}, "whatever"),
+        ({"max_tokens": True}, "max_tokens"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"use_beam_search": True, "n": 2, "temperature": 0.7}, "temperature"),
+        ({"length_penalty": 0.5}, "length_penalty"),
+        ({"prompt": [1, 2, 100000]}, "prompt"),
+        ({"prompt": []}, "prompt"),
+    ],
+)
 def test_bad_completion_parameters_get_400_naming_the_field(server, body, param):
-    status, _, answer = server.request("POST", "/v1/completions", {"model": NAME, "prompt": "hi", "max_tokens": 4, **body})
+    status, _, answer = server.request(
+        "POST", "/v1/completions", {"model": NAME, "prompt": "hi", "max_tokens": 4, **body}
+    )
     assert_error(status, answer, 400, param=param)
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"response_format": {"type": "json_object"}}, "response_format"), ({"top_logprobs": 2}, "top_logprobs"),
-    ({"messages": []}, "messages"), ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages.0.content"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            "messages.0.content",
+        ),
+    ],
+)
 def test_unsupported_chat_parameters_get_400_saying_so(server, body, param):
     request = {"model": NAME, "messages": MESSAGES[0], "max_tokens": 4, **body}
     status, _, answer = server.request("POST", "/v1/chat/completions", request)
@@ -314,14 +393,26 @@ def test_context_length_exceeded_by_prompt_or_max_tokens(server, lm):
     long_prompt = list(range(10, 200)) * 2  # 380 ids, past the tiny model's 256 positions
     status, _, body = server.request("POST", "/v1/completions", {"prompt": long_prompt, "max_tokens": 4})
     assert_error(status, body, 400, param="prompt", code="context_length_exceeded")
-    status, _, body = server.request("POST", "/v1/chat/completions", {"messages": MESSAGES[0], "max_completion_tokens": 250})
+    status, _, body = server.request(
+        "POST", "/v1/chat/completions", {"messages": MESSAGES[0], "max_completion_tokens": 250}
+    )
     assert_error(status, body, 400, param="messages", code="context_length_exceeded")
     status, _, body = server.request("POST", "/v1/completions", {"prompt": long_prompt})
     assert_error(status, body, 400, code="context_length_exceeded")
 
 
-@pytest.mark.parametrize("method, path", [("GET", "/v1/models"), ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"),
-                                          ("POST", "/tokenize"), ("POST", "/detokenize"), ("GET", "/metrics"), ("GET", "/nowhere")])  # fmt: skip
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/tokenize"),
+        ("POST", "/detokenize"),
+        ("GET", "/metrics"),
+        ("GET", "/nowhere"),
+    ],
+)
 @pytest.mark.parametrize("key", [None, "wrong-key", KEY[:-1], KEY + "4"])
 def test_every_route_but_health_needs_the_key(server, method, path, key):
     status, headers, body = server.request(method, path, {} if method == "POST" else None, key=key)
@@ -374,8 +465,13 @@ def test_metrics_count_requests_tokens_and_latency(server, client):
     status, headers, text = server.request("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     assert server.metric("memgpt_generation_tokens_total") == before + 5
-    for name in ("memgpt_requests_running", "memgpt_requests_waiting", "memgpt_time_to_first_token_seconds_count",
-                 "memgpt_request_duration_seconds_bucket", "memgpt_time_per_output_token_seconds_sum"):  # fmt: skip
+    for name in (
+        "memgpt_requests_running",
+        "memgpt_requests_waiting",
+        "memgpt_time_to_first_token_seconds_count",
+        "memgpt_request_duration_seconds_bucket",
+        "memgpt_time_per_output_token_seconds_sum",
+    ):
         assert f"\n{name}" in text
     assert server.metric("memgpt_requests_running") == 0
 
@@ -386,8 +482,10 @@ def test_metrics_count_requests_tokens_and_latency(server, client):
 def raw_request(server, body: dict) -> socket.socket:
     data = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n\r\n")  # fmt: skip
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
     sock.sendall(head.encode() + data)
     return sock
 
@@ -395,7 +493,10 @@ def raw_request(server, body: dict) -> socket.socket:
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_client_that_leaves_frees_its_rows(server, stream):
     cancelled = server.metric(CANCELLED, default=0)
-    sock = raw_request(server, {"prompt": "Once upon a time", "max_tokens": 240, "temperature": 1.0, "n": 8, "seed": 1, "stream": stream})
+    sock = raw_request(
+        server,
+        {"prompt": "Once upon a time", "max_tokens": 240, "temperature": 1.0, "n": 8, "seed": 1, "stream": stream},
+    )
     if stream:
         seen = b""
         while b"data:" not in seen and len(seen) < 100_000:  # the stream has started
@@ -412,18 +513,42 @@ def test_a_client_that_leaves_frees_its_rows(server, stream):
 
 def test_concurrent_clients_get_the_answers_they_get_alone(client):
     jobs = [
-        lambda i=i: client.chat.completions.create(model=NAME, messages=MESSAGES[i], max_tokens=16 + i, temperature=0).choices[0].message.content
+        lambda i=i: (
+            client.chat.completions.create(model=NAME, messages=MESSAGES[i], max_tokens=16 + i, temperature=0)
+            .choices[0]
+            .message.content
+        )
         for i in range(3)
     ] + [
-        lambda: [c.message.content for c in client.chat.completions.create(model=NAME, messages=MESSAGES[0], max_tokens=14,
-                                                                          temperature=0.9, n=2, seed=4).choices],
-        lambda: [c.text for c in client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=9, n=2,
-                                                           extra_body={"use_beam_search": True}).choices],
-        lambda: client.completions.create(model=NAME, prompt=PROMPTS[1], max_tokens=20, temperature=0, stop=" t").choices[0].text,
-        lambda: "".join(c.choices[0].text for c in client.completions.create(model=NAME, prompt=PROMPTS[2], max_tokens=30,
-                                                                             temperature=0.7, seed=9, stream=True)),
-        lambda: client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=12, presence_penalty=1.0, temperature=0).choices[0].text,
-    ]  # fmt: skip
+        lambda: [
+            c.message.content
+            for c in client.chat.completions.create(
+                model=NAME, messages=MESSAGES[0], max_tokens=14, temperature=0.9, n=2, seed=4
+            ).choices
+        ],
+        lambda: [
+            c.text
+            for c in client.completions.create(
+                model=NAME, prompt=PROMPTS[0], max_tokens=9, n=2, extra_body={"use_beam_search": True}
+            ).choices
+        ],
+        lambda: (
+            client.completions.create(model=NAME, prompt=PROMPTS[1], max_tokens=20, temperature=0, stop=" t")
+            .choices[0]
+            .text
+        ),
+        lambda: "".join(
+            c.choices[0].text
+            for c in client.completions.create(
+                model=NAME, prompt=PROMPTS[2], max_tokens=30, temperature=0.7, seed=9, stream=True
+            )
+        ),
+        lambda: (
+            client.completions.create(model=NAME, prompt=PROMPTS[0], max_tokens=12, presence_penalty=1.0, temperature=0)
+            .choices[0]
+            .text
+        ),
+    ]
     alone = [job() for job in jobs]
     together = [None] * len(jobs)
 

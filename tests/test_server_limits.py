@@ -15,8 +15,8 @@ import threading
 import time
 
 import pytest
-from server_process import ServerProcess, assert_error, wait_until
 
+from server_process import ServerProcess, assert_error, wait_until
 
 MAX_BODY = 4000
 
@@ -24,8 +24,18 @@ MAX_BODY = 4000
 @pytest.fixture(scope="module")
 def server(tiny_llama_export, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve-limits") / "server.log"
-    proc = ServerProcess(tiny_llama_export, "--max-batch", "1", "--max-queue", "1", "--max-body-bytes", str(MAX_BODY),
-                         "--drain-timeout", "60", log=log)  # fmt: skip
+    proc = ServerProcess(
+        tiny_llama_export,
+        "--max-batch",
+        "1",
+        "--max-queue",
+        "1",
+        "--max-body-bytes",
+        str(MAX_BODY),
+        "--drain-timeout",
+        "60",
+        log=log,
+    )
     try:
         proc.wait_healthy()
         yield proc
@@ -39,8 +49,15 @@ def long_stream(server, tokens: int = 240, n: int = 1):
 
     def run():
         try:
-            stream = server.client().completions.create(model=server_model(server), prompt="Once upon a time", max_tokens=tokens,
-                                                        temperature=0, stream=True, n=n, extra_body={"min_tokens": tokens})  # fmt: skip
+            stream = server.client().completions.create(
+                model=server_model(server),
+                prompt="Once upon a time",
+                max_tokens=tokens,
+                temperature=0,
+                stream=True,
+                n=n,
+                extra_body={"min_tokens": tokens},
+            )
             for chunk in stream:
                 out["chunks"].append(chunk)
         except Exception as exc:  # the test reads it
@@ -63,8 +80,11 @@ def test_a_full_queue_answers_503_with_retry_after(server):
 
     def run(i):
         barrier.wait(timeout=30)
-        answers[i] = server.request("POST", "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0,
-                                                                "min_tokens": 200})  # fmt: skip
+        answers[i] = server.request(
+            "POST",
+            "/v1/completions",
+            {"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "min_tokens": 200},
+        )
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(answers))]
     for t in threads:
@@ -82,9 +102,13 @@ def test_a_full_queue_answers_503_with_retry_after(server):
 
 
 def test_a_request_wider_than_the_slots_is_a_400(server):
-    status, _, body = server.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 4, "n": 2, "temperature": 1})
+    status, _, body = server.request(
+        "POST", "/v1/completions", {"prompt": "hi", "max_tokens": 4, "n": 2, "temperature": 1}
+    )
     assert_error(status, body, 400, param="n")
-    status, _, body = server.request("POST", "/v1/completions", {"prompt": "hi", "max_tokens": 4, "n": 2, "temperature": 0})
+    status, _, body = server.request(
+        "POST", "/v1/completions", {"prompt": "hi", "max_tokens": 4, "n": 2, "temperature": 0}
+    )
     assert status == 200 and [c["text"] for c in body["choices"]][0] == body["choices"][1]["text"]  # greedy: one row
 
 
@@ -94,12 +118,19 @@ def test_a_body_over_the_limit_is_413_announced_or_streamed(server):
     assert_error(status, body, 413)
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     data = json.dumps(big).encode()
-    conn.request("POST", "/v1/completions", body=iter([data[i : i + 1000] for i in range(0, len(data), 1000)]),
-                 headers={"Content-Type": "application/json"}, encode_chunked=True)  # fmt: skip
+    conn.request(
+        "POST",
+        "/v1/completions",
+        body=iter([data[i : i + 1000] for i in range(0, len(data), 1000)]),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
     response = conn.getresponse()
     assert_error(response.status, json.loads(response.read()), 413)
     conn.close()
-    assert server.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 1})[0] == 200  # small bodies still pass
+    assert (
+        server.request("POST", "/v1/completions", {"prompt": "x", "max_tokens": 1})[0] == 200
+    )  # small bodies still pass
 
 
 def test_health_is_503_until_the_model_is_loaded(tiny_llama_export):
@@ -121,8 +152,18 @@ def test_health_is_503_until_the_model_is_loaded(tiny_llama_export):
         async def send(message):
             sent.append(message)
 
-        scope = {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b"", "root_path": "",
-                 "scheme": "http", "server": ("127.0.0.1", 1), "client": ("127.0.0.1", 2), "http_version": "1.1"}  # fmt: skip
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": path,
+            "headers": [],
+            "query_string": b"",
+            "root_path": "",
+            "scheme": "http",
+            "server": ("127.0.0.1", 1),
+            "client": ("127.0.0.1", 2),
+            "http_version": "1.1",
+        }
         await app(scope, receive, send)
         start = next(m for m in sent if m["type"] == "http.response.start")
         body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
@@ -157,13 +198,23 @@ def test_health_is_503_until_the_model_is_loaded(tiny_llama_export):
     assert ready[0] == 200 and ready[2] == {"status": "ok"}
 
 
-@pytest.mark.parametrize("args, message", [
-    (["/nonexistent/folder"], "error: "), (["DIR", "--port", "99999"], "port"), (["DIR", "--max-batch", "0"], "whole number"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["/nonexistent/folder"], "error: "),
+        (["DIR", "--port", "99999"], "port"),
+        (["DIR", "--max-batch", "0"], "whole number"),
+    ],
+)
 def test_cli_errors_are_one_line(tiny_llama_export, args, message):
     args = [str(tiny_llama_export) if a == "DIR" else a for a in args]
-    run = subprocess.run([sys.executable, "-m", "memgpt_runtime.cli", "serve", *args], capture_output=True, text=True, timeout=60,
-                         cwd=tiny_llama_export.parent)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "memgpt_runtime.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tiny_llama_export.parent,
+    )
     assert run.returncode != 0 and message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
 
 

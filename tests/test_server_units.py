@@ -17,8 +17,21 @@ from memgpt_runtime.server.metrics import Metrics
 from memgpt_runtime.server.text import ChoiceText
 
 EOS = 99
-PIECES = {1: b"Hel", 2: b"lo", 3: b" wo", 4: b"rld", 5: b"!", 6: b"\xc3", 7: b"\xa9", 8: b"a", 9: b"b", 10: b"ab", 11: b"ba",
-          12: b"c", EOS: b""}  # fmt: skip
+PIECES = {
+    1: b"Hel",
+    2: b"lo",
+    3: b" wo",
+    4: b"rld",
+    5: b"!",
+    6: b"\xc3",
+    7: b"\xa9",
+    8: b"a",
+    9: b"b",
+    10: b"ab",
+    11: b"ba",
+    12: b"c",
+    EOS: b"",
+}
 
 
 class Bytes:
@@ -85,8 +98,10 @@ def test_logprobs_stay_with_their_tokens():
 
 
 @settings(max_examples=300, deadline=None)
-@given(tokens=st.lists(st.sampled_from([8, 9, 10, 11, 12, 6, 7]), max_size=14),
-       stop=st.lists(st.sampled_from(["ab", "bc", "ca", "b", "aab", "é", "cab"]), max_size=3))  # fmt: skip
+@given(
+    tokens=st.lists(st.sampled_from([8, 9, 10, 11, 12, 6, 7]), max_size=14),
+    stop=st.lists(st.sampled_from(["ab", "bc", "ca", "b", "aab", "é", "cab"]), max_size=3),
+)
 def test_pieces_join_to_the_text_cut_before_the_first_stop(tokens, stop):
     choice, pieces = run(tokens, stop)
     whole = Bytes().decode(tokens)
@@ -111,17 +126,40 @@ def job(body: dict, defaults=None, chat=True):
     return p.build_job(p.parse(model, json.dumps({**base, **body}).encode()), [[1, 2]], defaults or {}, 100)
 
 
-@pytest.mark.parametrize("body, options", [
-    ({}, dict(num_beams=1, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, seed=None, num_return_sequences=1)),
-    ({"temperature": 0}, dict(num_beams=1, do_sample=False, num_return_sequences=1)),
-    ({"temperature": 0.5, "top_k": -1, "n": 3, "seed": 4},
-     dict(num_beams=1, do_sample=True, temperature=0.5, top_p=1.0, top_k=0, seed=4, num_return_sequences=3)),
-    ({"use_beam_search": True, "n": 4, "length_penalty": 0.5, "early_stopping": "never"},
-     dict(num_beams=4, num_return_sequences=4, do_sample=False, length_penalty=0.5, early_stopping="never")),
-    ({"temperature": 0, "presence_penalty": 0.5, "repetition_penalty": 1.1, "min_tokens": 3, "logprobs": True, "top_logprobs": 2},
-     dict(num_beams=1, do_sample=False, num_return_sequences=1, presence_penalty=0.5, repetition_penalty=1.1,
-          min_new_tokens=3, logprobs=2)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, options",
+    [
+        ({}, dict(num_beams=1, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, seed=None, num_return_sequences=1)),
+        ({"temperature": 0}, dict(num_beams=1, do_sample=False, num_return_sequences=1)),
+        (
+            {"temperature": 0.5, "top_k": -1, "n": 3, "seed": 4},
+            dict(num_beams=1, do_sample=True, temperature=0.5, top_p=1.0, top_k=0, seed=4, num_return_sequences=3),
+        ),
+        (
+            {"use_beam_search": True, "n": 4, "length_penalty": 0.5, "early_stopping": "never"},
+            dict(num_beams=4, num_return_sequences=4, do_sample=False, length_penalty=0.5, early_stopping="never"),
+        ),
+        (
+            {
+                "temperature": 0,
+                "presence_penalty": 0.5,
+                "repetition_penalty": 1.1,
+                "min_tokens": 3,
+                "logprobs": True,
+                "top_logprobs": 2,
+            },
+            dict(
+                num_beams=1,
+                do_sample=False,
+                num_return_sequences=1,
+                presence_penalty=0.5,
+                repetition_penalty=1.1,
+                min_new_tokens=3,
+                logprobs=2,
+            ),
+        ),
+    ],
+)
 def test_requests_become_engine_options(body, options):
     assert job(body).options == options
 
@@ -140,12 +178,18 @@ def test_a_sampling_model_default_comes_before_openais():
     assert job({}, chat=False).max_tokens == 16
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"max_tokens": 5, "max_completion_tokens": 0}, "max_completion_tokens"), ({"top_k": 1000}, "top_k"),
-    ({"use_beam_search": True, "seed": 1}, "seed"), ({"use_beam_search": True, "logprobs": True}, "logprobs"),
-    ({"response_format": {"type": "json_schema"}}, "response_format"), ({"tool_choice": "auto"}, "tool_choice"),
-    ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"max_tokens": 5, "max_completion_tokens": 0}, "max_completion_tokens"),
+        ({"top_k": 1000}, "top_k"),
+        ({"use_beam_search": True, "seed": 1}, "seed"),
+        ({"use_beam_search": True, "logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options"),
+    ],
+)
 def test_bad_requests_name_the_field(body, field):
     with pytest.raises(BadRequest) as error:
         job(body)
@@ -153,8 +197,10 @@ def test_bad_requests_name_the_field(body, field):
 
 
 def test_developer_role_is_the_system_role_and_text_parts_join():
-    messages = [p.Message(role="developer", content="be brief"), p.Message(role="user", content=[p.TextPart(type="text", text="a"),
-                                                                                                  p.TextPart(type="text", text="b")])]  # fmt: skip
+    messages = [
+        p.Message(role="developer", content="be brief"),
+        p.Message(role="user", content=[p.TextPart(type="text", text="a"), p.TextPart(type="text", text="b")]),
+    ]
     assert p.chat_messages(messages) == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a\nb"}]
 
 
@@ -176,9 +222,11 @@ def test_metrics_text_is_prometheus_exposition():
 
 
 def test_the_runtime_never_imports_the_server_stack():
-    code = ("import sys, memgpt_runtime, memgpt_runtime.engine, memgpt_runtime.cli\n"
-            "memgpt_runtime.cli.build_parser()\n"
-            "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'sse_starlette', 'pydantic') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys, memgpt_runtime, memgpt_runtime.engine, memgpt_runtime.cli\n"
+        "memgpt_runtime.cli.build_parser()\n"
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'starlette', 'sse_starlette', 'pydantic') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -215,6 +263,12 @@ def test_an_error_after_the_stream_started_ends_it_with_an_error_event():
     out = asyncio.run(events())
     assert json.loads(out[0])["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert json.loads(out[1])["choices"][0]["delta"] == {"content": "Hel"}
-    assert json.loads(out[2]) == {"error": {"message": "the engine stopped: the model failed", "type": "server_error",
-                                            "param": None, "code": None}}  # fmt: skip
+    assert json.loads(out[2]) == {
+        "error": {
+            "message": "the engine stopped: the model failed",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
     assert out[3:] == ["[DONE]"] and gen.cancelled

@@ -35,16 +35,23 @@ def test_the_plan_follows_what_pytorch_can_hold(parameters, expected):
 @pytest.mark.parametrize(
     "plan, fp32_note, exported_note",
     [
-        (ValidationPlan("whole", "float32", (0, 15)), {"reference": "the whole model in PyTorch fp32"},
-         {"reference": "the whole model in PyTorch fp32"}),
-        (ValidationPlan("truncated", "bfloat16", (0, 15)),
-         {"reference": "a truncated copy in PyTorch fp32", "truncated_layers": [0, 15]},
-         {"reference": "the whole model in PyTorch bf16"}),
-        (ValidationPlan("truncated", "truncated", (0, 31)),
-         {"reference": "a truncated copy in PyTorch fp32", "truncated_layers": [0, 31]},
-         {"reference": "a truncated copy in PyTorch fp32", "truncated_layers": [0, 31]}),
+        (
+            ValidationPlan("whole", "float32", (0, 15)),
+            {"reference": "the whole model in PyTorch fp32"},
+            {"reference": "the whole model in PyTorch fp32"},
+        ),
+        (
+            ValidationPlan("truncated", "bfloat16", (0, 15)),
+            {"reference": "a truncated copy in PyTorch fp32", "truncated_layers": [0, 15]},
+            {"reference": "the whole model in PyTorch bf16"},
+        ),
+        (
+            ValidationPlan("truncated", "truncated", (0, 31)),
+            {"reference": "a truncated copy in PyTorch fp32", "truncated_layers": [0, 31]},
+            {"reference": "a truncated copy in PyTorch fp32", "truncated_layers": [0, 31]},
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_manifest_names_the_reference_of_each_check(plan, fp32_note, exported_note):
     assert plan.describe("fp32") == fp32_note
     assert plan.describe() == exported_note

@@ -65,7 +65,9 @@ def test_a_truncated_file_fails_the_load_and_names_the_file(copy):
     name = mr.read_manifest(copy).model_file
     size = (copy / name).stat().st_size
     (copy / name).write_bytes((copy / name).read_bytes()[: size // 2])
-    with pytest.raises(mr.ModelFolderError, match=rf"damaged \({name}: {size // 2} bytes, the export wrote {size}\).*memgpt verify"):
+    with pytest.raises(
+        mr.ModelFolderError, match=rf"damaged \({name}: {size // 2} bytes, the export wrote {size}\).*memgpt verify"
+    ):
         mr.load(copy)
     assert f"{name}: {size // 2} bytes, the export wrote {size}" in verify(copy).stdout
 
@@ -75,7 +77,10 @@ def test_verify_reports_missing_and_unexpected_files(copy):
     (copy / "notes.txt").write_text("mine")
     run = verify(copy)
     assert run.returncode == 1
-    assert run.stdout.splitlines() == [f"{copy}: tokenizer.json: missing", f"{copy}: notes.txt: not written by the export"]
+    assert run.stdout.splitlines() == [
+        f"{copy}: tokenizer.json: missing",
+        f"{copy}: notes.txt: not written by the export",
+    ]
 
 
 def test_a_folder_exported_before_checksums_cannot_be_verified(copy):

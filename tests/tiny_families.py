@@ -12,9 +12,18 @@ from pathlib import Path
 
 from benchmarks import tiny_models as tm
 
-COMMON = dict(vocab_size=tm.VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tm.BOS_ID,
-              eos_token_id=tm.EOS_ID, pad_token_id=tm.PAD_ID)  # fmt: skip
+COMMON = dict(
+    vocab_size=tm.VOCAB_SIZE,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    bos_token_id=tm.BOS_ID,
+    eos_token_id=tm.EOS_ID,
+    pad_token_id=tm.PAD_ID,
+)
 WINDOW = 5  # tokens a sliding layer sees: less than the prompts plus generated tokens of the parity tests
 
 
@@ -37,8 +46,16 @@ def _save(model, folder: Path) -> Path:
 
 
 # weight init std per family: what makes the untrained model write varied tokens (not its last prompt token forever)
-INIT = {"gemma": 0.3, "phi3": 0.2, "qwen3": 0.2, "olmo2": 0.2, "granite": 0.3, "stablelm": 0.2, "mistral": 0.2,
-        "qwen2_sliding": 0.2}
+INIT = {
+    "gemma": 0.3,
+    "phi3": 0.2,
+    "qwen3": 0.2,
+    "olmo2": 0.2,
+    "granite": 0.3,
+    "stablelm": 0.2,
+    "mistral": 0.2,
+    "qwen2_sliding": 0.2,
+}
 
 
 def build(family: str, folder: Path, seed: int = 11) -> Path:
@@ -56,18 +73,31 @@ def _common(family: str, **changes) -> dict:
 def _gemma2():
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    config = Gemma2Config(**_common("gemma2", num_hidden_layers=4), head_dim=16, query_pre_attn_scalar=24,
-                          sliding_window=WINDOW, attn_logit_softcapping=1.5, final_logit_softcapping=2.0)  # fmt: skip
+    config = Gemma2Config(
+        **_common("gemma2", num_hidden_layers=4),
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        sliding_window=WINDOW,
+        attn_logit_softcapping=1.5,
+        final_logit_softcapping=2.0,
+    )
     return Gemma2ForCausalLM(config)
 
 
 def _gemma3():
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    config = Gemma3TextConfig(**_common("gemma3", num_hidden_layers=4), head_dim=16, query_pre_attn_scalar=24,
-                              sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"] * 2,
-                              rope_theta=1000.0, rope_local_base_freq=50.0, final_logit_softcapping=2.0,
-                              rope_scaling={"rope_type": "linear", "factor": 2.0})  # fmt: skip
+    config = Gemma3TextConfig(
+        **_common("gemma3", num_hidden_layers=4),
+        head_dim=16,
+        query_pre_attn_scalar=24,
+        sliding_window=WINDOW,
+        layer_types=["sliding_attention", "full_attention"] * 2,
+        rope_theta=1000.0,
+        rope_local_base_freq=50.0,
+        final_logit_softcapping=2.0,
+        rope_scaling={"rope_type": "linear", "factor": 2.0},
+    )
     return Gemma3ForCausalLM(config)
 
 
@@ -100,8 +130,14 @@ def _olmo2():
 def _granite():
     from transformers import GraniteConfig, GraniteForCausalLM
 
-    config = GraniteConfig(**_common("granite"), embedding_multiplier=2.0, attention_multiplier=0.15, residual_multiplier=0.5,
-                           logits_scaling=3.0, tie_word_embeddings=True)  # fmt: skip
+    config = GraniteConfig(
+        **_common("granite"),
+        embedding_multiplier=2.0,
+        attention_multiplier=0.15,
+        residual_multiplier=0.5,
+        logits_scaling=3.0,
+        tie_word_embeddings=True,
+    )
     return GraniteForCausalLM(config)
 
 
@@ -109,8 +145,11 @@ def _stablelm():
     from transformers import StableLmConfig, StableLmForCausalLM
 
     # stablelm-2-1_6b: LayerNorm, a quarter of each 64-wide head rotating, q|k|v biases
-    config = StableLmConfig(**_common("stablelm", hidden_size=128, num_attention_heads=2, num_key_value_heads=2),
-                            partial_rotary_factor=0.25, use_qkv_bias=True)  # fmt: skip
+    config = StableLmConfig(
+        **_common("stablelm", hidden_size=128, num_attention_heads=2, num_key_value_heads=2),
+        partial_rotary_factor=0.25,
+        use_qkv_bias=True,
+    )
     return StableLmForCausalLM(config)
 
 
@@ -121,8 +160,9 @@ def _stablelm_parallel():
     # stablelm-2-12b: parallel residual, a LayerNorm per head on q and k
     from transformers.modeling_utils import no_init_weights
 
-    config = StableLmConfig(**_common("stablelm", hidden_size=128), partial_rotary_factor=0.5, use_parallel_residual=True,
-                            qk_layernorm=True)  # fmt: skip
+    config = StableLmConfig(
+        **_common("stablelm", hidden_size=128), partial_rotary_factor=0.5, use_parallel_residual=True, qk_layernorm=True
+    )
     with no_init_weights():  # subtle: transformers 4.57's _init_weights fails on the bias-free per-head LayerNorms
         model = StableLmForCausalLM(config)
     with torch.no_grad():
@@ -144,12 +184,22 @@ def _qwen2_sliding():
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     # the last layer slides (use_sliding_window, max_window_layers), as Qwen2 checkpoints may
-    config = Qwen2Config(**_common("qwen2_sliding"), use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1)
+    config = Qwen2Config(
+        **_common("qwen2_sliding"), use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1
+    )
     return Qwen2ForCausalLM(config)
 
 
 FAMILIES = {
-    "gemma": _gemma, "gemma2": _gemma2, "gemma3": _gemma3, "phi3": _phi3, "qwen3": _qwen3, "olmo2": _olmo2,
-    "granite": _granite, "stablelm": _stablelm, "stablelm_parallel": _stablelm_parallel, "mistral": _mistral,
+    "gemma": _gemma,
+    "gemma2": _gemma2,
+    "gemma3": _gemma3,
+    "phi3": _phi3,
+    "qwen3": _qwen3,
+    "olmo2": _olmo2,
+    "granite": _granite,
+    "stablelm": _stablelm,
+    "stablelm_parallel": _stablelm_parallel,
+    "mistral": _mistral,
     "qwen2_sliding": _qwen2_sliding,
-}  # fmt: skip
+}

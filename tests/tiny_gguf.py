@@ -14,28 +14,55 @@ from pathlib import Path
 
 from benchmarks import tiny_models as tm
 
-COMMON = dict(vocab_size=tm.VOCAB_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=tm.BOS_ID,
-              eos_token_id=tm.EOS_ID, pad_token_id=tm.PAD_ID, initializer_range=0.2)  # fmt: skip
+COMMON = dict(
+    vocab_size=tm.VOCAB_SIZE,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    bos_token_id=tm.BOS_ID,
+    eos_token_id=tm.EOS_ID,
+    pad_token_id=tm.PAD_ID,
+    initializer_range=0.2,
+)
 
 
 def _model(arch: str):
-    from transformers import (Gemma2Config, Gemma2ForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, Phi3Config,
-                              Phi3ForCausalLM, Qwen3Config, Qwen3ForCausalLM, StableLmConfig, StableLmForCausalLM)  # fmt: skip
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        Gemma3ForCausalLM,
+        Gemma3TextConfig,
+        Phi3Config,
+        Phi3ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+        StableLmConfig,
+        StableLmForCausalLM,
+    )
 
     if arch == "gemma2":
         return Gemma2ForCausalLM(Gemma2Config(**{**COMMON, "initializer_range": 0.02}, head_dim=16, sliding_window=4))
     if arch == "gemma3":  # 6 layers: five sliding ones and a global one, transformers' default pattern
-        return Gemma3ForCausalLM(Gemma3TextConfig(**{**COMMON, "num_hidden_layers": 6, "initializer_range": 0.02},
-                                                  head_dim=16, sliding_window=4))  # fmt: skip
+        return Gemma3ForCausalLM(
+            Gemma3TextConfig(
+                **{**COMMON, "num_hidden_layers": 6, "initializer_range": 0.02}, head_dim=16, sliding_window=4
+            )
+        )
     if arch == "phi3":
         return Phi3ForCausalLM(Phi3Config(**COMMON))
     if arch == "qwen3":  # transformers reads no head_dim for qwen3 GGUF files: Qwen3Config's default, 128
-        return Qwen3ForCausalLM(Qwen3Config(**{**COMMON, "num_attention_heads": 2, "num_key_value_heads": 1},
-                                            head_dim=128))  # fmt: skip
+        return Qwen3ForCausalLM(
+            Qwen3Config(**{**COMMON, "num_attention_heads": 2, "num_key_value_heads": 1}, head_dim=128)
+        )
     if arch == "stablelm":  # head size 64, a quarter rotating (the default factor, which the GGUF does not carry)
-        return StableLmForCausalLM(StableLmConfig(**{**COMMON, "hidden_size": 128, "num_attention_heads": 2,
-                                                     "num_key_value_heads": 2}, use_qkv_bias=True))  # fmt: skip
+        return StableLmForCausalLM(
+            StableLmConfig(
+                **{**COMMON, "hidden_size": 128, "num_attention_heads": 2, "num_key_value_heads": 2}, use_qkv_bias=True
+            )
+        )
     raise ValueError(arch)
 
 
@@ -102,7 +129,9 @@ def _tokenizer(writer, arch: str) -> None:
     writer.add_tokenizer_model("llama" if arch.startswith("gemma") else "gpt2")
     writer.add_token_list(tokens)
     writer.add_token_scores([-float(i) for i in range(len(tokens))])
-    writer.add_token_types([gguf.TokenType.CONTROL if i in specials else gguf.TokenType.NORMAL for i in range(len(tokens))])
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if i in specials else gguf.TokenType.NORMAL for i in range(len(tokens))]
+    )
     writer.add_token_merges(merges)
     writer.add_bos_token_id(tm.BOS_ID)
     writer.add_eos_token_id(tm.EOS_ID)

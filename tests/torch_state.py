@@ -19,8 +19,16 @@ def tiny_llama(seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
     """A 2-layer, hidden-32 random Llama (4 heads, 2 KV heads) in eval mode, the same weights for the same seed."""
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
         initializer_range=0.2,  # peaked, varied next-token distributions instead of near-uniform ones
     )
     return _without_generation_defaults(LlamaForCausalLM(config).eval())
@@ -30,7 +38,13 @@ def tiny_gpt2(seed: int = 0, vocab: int = VOCAB) -> GPT2LMHeadModel:
     """A 2-layer, hidden-32 random GPT-2 in eval mode."""
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=vocab, n_embd=32, n_layer=2, n_head=4, n_positions=256, bos_token_id=1, eos_token_id=2,
+        vocab_size=vocab,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=1,
+        eos_token_id=2,
         initializer_range=0.2,
     )
     return _without_generation_defaults(GPT2LMHeadModel(config).eval())
@@ -58,8 +72,11 @@ class TorchState:
         positions = self.mask.cumsum(-1) - 1
         positions.masked_fill_(self.mask == 0, 1)
         out = self.model(
-            input_ids=ids, attention_mask=self.mask, position_ids=positions[:, -ids.shape[1] :],
-            past_key_values=self.cache, use_cache=True,
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions[:, -ids.shape[1] :],
+            past_key_values=self.cache,
+            use_cache=True,
         )
         self.cache = out.past_key_values
         if every:
@@ -99,7 +116,9 @@ def hf_generate(model: torch.nn.Module, input_ids: np.ndarray, attention_mask: n
         torch.from_numpy(np.asarray(input_ids, dtype=np.int64)),
         attention_mask=torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)),
         eos_token_id=list(eos) if eos else None,
-        return_dict_in_generate=True, output_scores=True, **options,
+        return_dict_in_generate=True,
+        output_scores=True,
+        **options,
     )
     scores = getattr(out, "sequences_scores", None)
     return out.sequences.numpy(), None if scores is None else scores.numpy()

@@ -39,7 +39,10 @@ def main() -> None:
             start = time.perf_counter()
             nll = MemgptEngine(lm).nll(ids)
             seconds = time.perf_counter() - start
-            print(f"{folder} {name}: perplexity {np.exp(nll.mean()):.3f} over {len(nll)} tokens ({seconds:.0f}s)", flush=True)
+            print(
+                f"{folder} {name}: perplexity {np.exp(nll.mean()):.3f} over {len(nll)} tokens ({seconds:.0f}s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,9 @@ def load_engines(specs: list[tuple[str, str]], threads: int):
             spec = {"gguf": folder[len("llamacpp:") :], "threads": threads, "context": 2048, "eos_ids": eos}
             engines[name] = llamacpp_engine.load(spec)
         elif folder.startswith("genai:"):
-            engines[name] = genai_engine.load({"folder": folder[len("genai:") :], "threads": threads, "free_pad_id": pad})
+            engines[name] = genai_engine.load(
+                {"folder": folder[len("genai:") :], "threads": threads, "free_pad_id": pad}
+            )
         else:
             engines[name] = memgpt_engine.load({"folder": folder, "threads": threads})
     return engines, inputs["chat"]
@@ -72,7 +74,9 @@ def main() -> None:
     base = next(iter(engines))
     for k, v in rates.items():
         ratio = np.median(np.array(v) / np.array(rates[base]))
-        print(f"{k}: median {np.median(v):.1f} tok/s [{min(v):.1f}-{max(v):.1f}], per-round ratio vs {base} median {ratio:.3f}")
+        print(
+            f"{k}: median {np.median(v):.1f} tok/s [{min(v):.1f}-{max(v):.1f}], per-round ratio vs {base} median {ratio:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ sums, minimums) -> Add` (export/gguf_quantize.py). Variants:
 The folder's manifest (with the new file sizes) and tokenizer are copied; the rest of the manifest still
 describes the source graph.
 """
+
 import json
 import shutil
 import sys
@@ -60,8 +61,17 @@ def drop_sum_columns(nbits, inits, n):
     set_attr(nbits, "N", n)
 
 
-AGNOSTIC = {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "MatMulNBits", "Split", "QuickGelu",
-            "Mul", "Add", "Gemm", "MatMul"}  # ops that take (rows, width) as well as (batch, sequence, width)
+AGNOSTIC = {
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "MatMulNBits",
+    "Split",
+    "QuickGelu",
+    "Mul",
+    "Add",
+    "Gemm",
+    "MatMul",
+}  # ops that take (rows, width) as well as (batch, sequence, width)
 
 
 def rows2d(proto):
@@ -69,14 +79,18 @@ def rows2d(proto):
     graph = proto.graph
     nodes = list(graph.node)
     for nbits, split, minimum, add in groups(graph):
-        gemm = helper.make_node("Gemm", [split.output[1], minimum.input[1], split.output[0]], [add.output[0]],
-                                name=f"{nbits.name}_gemm")
+        gemm = helper.make_node(
+            "Gemm", [split.output[1], minimum.input[1], split.output[0]], [add.output[0]], name=f"{nbits.name}_gemm"
+        )
         nodes[nodes.index(minimum)] = gemm
         nodes.remove(add)
     seeds = [n.output[0] for n in nodes if n.op_type in ("GatherBlockQuantized", "GroupQueryAttention")]
-    out = [helper.make_node("Shape", ["input_ids"], ["rows2d/bs"], name="rows2d_bs"),
-           helper.make_node("Concat", ["rows2d/bs", "rows2d.minus_one"], ["rows2d/shape3d"], name="rows2d_shape3d",
-                            axis=0)]
+    out = [
+        helper.make_node("Shape", ["input_ids"], ["rows2d/bs"], name="rows2d_bs"),
+        helper.make_node(
+            "Concat", ["rows2d/bs", "rows2d.minus_one"], ["rows2d/shape3d"], name="rows2d_shape3d", axis=0
+        ),
+    ]
     graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "rows2d.minus_one"))
     flat = {t: f"{t}/2d" for t in seeds}
     twod = set(flat.values())
@@ -137,8 +151,9 @@ def rewrite(proto, variant):
             blocks = f"{nbits.name}/x_blocks"
             insert[nbits.name] = [
                 helper.make_node("Reshape", [nbits.input[0], shape], [blocks], name=f"{nbits.name}_blocks"),
-                helper.make_node("ReduceSum", [blocks, axes], [split.output[1]], name=f"{nbits.name}_block_sums",
-                                 keepdims=0),
+                helper.make_node(
+                    "ReduceSum", [blocks, axes], [split.output[1]], name=f"{nbits.name}_block_sums", keepdims=0
+                ),
             ]
             remove.add(split.name)
         else:

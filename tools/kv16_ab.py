@@ -19,16 +19,31 @@ HEADS, KV_HEADS, HEAD = 9, 3, 64
 
 def session(dtype, capacity: int, threads: int) -> ort.InferenceSession:
     t = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
-    shapes = {"q": ["b", "s", HEADS * HEAD], "k": ["b", "s", KV_HEADS * HEAD], "v": ["b", "s", KV_HEADS * HEAD],
-              "past_k": ["b", KV_HEADS, capacity, HEAD], "past_v": ["b", KV_HEADS, capacity, HEAD]}  # fmt: skip
+    shapes = {
+        "q": ["b", "s", HEADS * HEAD],
+        "k": ["b", "s", KV_HEADS * HEAD],
+        "v": ["b", "s", KV_HEADS * HEAD],
+        "past_k": ["b", KV_HEADS, capacity, HEAD],
+        "past_v": ["b", KV_HEADS, capacity, HEAD],
+    }
     inputs = [helper.make_tensor_value_info(n, t, s) for n, s in shapes.items()]
-    inputs += [helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["b"]),
-               helper.make_tensor_value_info("total", TensorProto.INT32, [1])]  # fmt: skip
+    inputs += [
+        helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, ["b"]),
+        helper.make_tensor_value_info("total", TensorProto.INT32, [1]),
+    ]
     outputs = [helper.make_tensor_value_info(n, t, None) for n in ("out", "present_k", "present_v")]
-    node = helper.make_node("GroupQueryAttention", [i.name for i in inputs], [o.name for o in outputs],
-                            domain="com.microsoft", num_heads=HEADS, kv_num_heads=KV_HEADS)  # fmt: skip
+    node = helper.make_node(
+        "GroupQueryAttention",
+        [i.name for i in inputs],
+        [o.name for o in outputs],
+        domain="com.microsoft",
+        num_heads=HEADS,
+        kv_num_heads=KV_HEADS,
+    )
     graph = helper.make_graph([node], "gqa", inputs, outputs)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -38,8 +53,13 @@ def bound(dtype, rows: int, past: int, capacity: int, threads: int):
     """A session with its inputs bound; the present outputs write into the past buffers, as the runtime's do."""
     rng = np.random.default_rng(0)
     sess = session(dtype, capacity, threads)
-    feeds = {"q": (rows, 1, HEADS * HEAD), "k": (rows, 1, KV_HEADS * HEAD), "v": (rows, 1, KV_HEADS * HEAD),
-             "past_k": (rows, KV_HEADS, capacity, HEAD), "past_v": (rows, KV_HEADS, capacity, HEAD)}  # fmt: skip
+    feeds = {
+        "q": (rows, 1, HEADS * HEAD),
+        "k": (rows, 1, KV_HEADS * HEAD),
+        "v": (rows, 1, KV_HEADS * HEAD),
+        "past_k": (rows, KV_HEADS, capacity, HEAD),
+        "past_v": (rows, KV_HEADS, capacity, HEAD),
+    }
     arrays = {n: rng.standard_normal(s).astype(dtype) for n, s in feeds.items()}
     arrays["seqlens_k"] = np.full(rows, past, np.int32)
     arrays["total"] = np.array([past + 1], np.int32)

@@ -33,8 +33,14 @@ def main() -> None:
     from llama_cpp import Llama
 
     ids = mr.load(args.export).tokenizer.encode(read_text(args.text))
-    llm = Llama(model_path=args.gguf, n_ctx=args.context, n_batch=args.context, n_threads=args.threads,
-                logits_all=True, verbose=False)  # fmt: skip
+    llm = Llama(
+        model_path=args.gguf,
+        n_ctx=args.context,
+        n_batch=args.context,
+        n_threads=args.threads,
+        logits_all=True,
+        verbose=False,
+    )
     start, total, scored = time.perf_counter(), 0.0, 0
     for begin, end, first in windows(len(ids), args.context, stride):
         llm.reset()
@@ -43,11 +49,28 @@ def main() -> None:
         predicting = logits[first - 1 - begin : end - 1 - begin]
         targets = np.array(ids[first:end])
         top = predicting.max(axis=1)
-        total += float((top + np.log(np.exp(predicting - top[:, None]).sum(axis=1)) - predicting[np.arange(len(targets)), targets]).sum())
+        total += float(
+            (
+                top
+                + np.log(np.exp(predicting - top[:, None]).sum(axis=1))
+                - predicting[np.arange(len(targets)), targets]
+            ).sum()
+        )
         scored += len(targets)
-    print(json.dumps({"engine": "llama.cpp", "model": args.gguf, "text": args.text, "perplexity": float(np.exp(total / scored)),
-                      "tokens": scored, "context": args.context, "stride": stride,
-                      "seconds": round(time.perf_counter() - start, 1)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "engine": "llama.cpp",
+                "model": args.gguf,
+                "text": args.text,
+                "perplexity": float(np.exp(total / scored)),
+                "tokens": scored,
+                "context": args.context,
+                "stride": stride,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Gemm takes 2-D inputs only).
 Rounds of RUNS (200) runs each, cases in alternating order; prints the median microseconds per run and the ratio to
 the first case of each group.
 """
+
 import sys
 import time
 
@@ -32,16 +33,33 @@ def nbits(name, x, out, k, n, bits, block, zp, acc, inits):
         zb = kb if bits == 8 else -(-kb // 2)
         inits.append(numpy_helper.from_array(rng.integers(0, 256, (n, zb), dtype=np.uint8), f"{name}.z"))
         inputs.append(f"{name}.z")
-    return helper.make_node("MatMulNBits", inputs, [out], name=name, domain="com.microsoft", K=k, N=n, bits=bits,
-                            block_size=block, accuracy_level=acc)
+    return helper.make_node(
+        "MatMulNBits",
+        inputs,
+        [out],
+        name=name,
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=bits,
+        block_size=block,
+        accuracy_level=acc,
+    )
 
 
 def session(k, build, rank=3):
     inits, nodes = [], []
     build(nodes, inits)
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, k][3 - rank:])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, k][3 - rank :])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
     options = ort.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
@@ -62,28 +80,42 @@ def minimums(k, n, form, block=32):
         if form == "split":  # today's: sums as extra columns, Split, MatMul, Add
             nodes.append(nbits("m", "x", "both", k, n + kb, 4, block, False, 4, inits))
             inits.append(numpy_helper.from_array(np.array([n, kb], np.int64), "sp"))
-            nodes += [helper.make_node("Split", ["both", "sp"], ["c", "sums"], axis=-1),
-                      helper.make_node("MatMul", ["sums", "mins"], ["mm"]), helper.make_node("Add", ["c", "mm"], ["y"])]
+            nodes += [
+                helper.make_node("Split", ["both", "sp"], ["c", "sums"], axis=-1),
+                helper.make_node("MatMul", ["sums", "mins"], ["mm"]),
+                helper.make_node("Add", ["c", "mm"], ["y"]),
+            ]
         elif form == "reduce":  # sums by Reshape + ReduceSum of x
             nodes.append(nbits("m", "x", "c", k, n, 4, block, False, 4, inits))
-            inits += [numpy_helper.from_array(np.array([0, 0, kb, block], np.int64), "bs"),
-                      numpy_helper.from_array(np.array([-1], np.int64), "ax")]
-            nodes += [helper.make_node("Reshape", ["x", "bs"], ["xb"]),
-                      helper.make_node("ReduceSum", ["xb", "ax"], ["sums"], keepdims=0),
-                      helper.make_node("MatMul", ["sums", "mins"], ["mm"]), helper.make_node("Add", ["c", "mm"], ["y"])]
+            inits += [
+                numpy_helper.from_array(np.array([0, 0, kb, block], np.int64), "bs"),
+                numpy_helper.from_array(np.array([-1], np.int64), "ax"),
+            ]
+            nodes += [
+                helper.make_node("Reshape", ["x", "bs"], ["xb"]),
+                helper.make_node("ReduceSum", ["xb", "ax"], ["sums"], keepdims=0),
+                helper.make_node("MatMul", ["sums", "mins"], ["mm"]),
+                helper.make_node("Add", ["c", "mm"], ["y"]),
+            ]
         elif form == "gemm2d":  # a 2-D row: Split, then Gemm(sums, minimums, C=codes) adds in the same node
             nodes.append(nbits("m", "x", "both", k, n + kb, 4, block, False, 4, inits))
             inits.append(numpy_helper.from_array(np.array([n, kb], np.int64), "sp"))
-            nodes += [helper.make_node("Split", ["both", "sp"], ["c", "sums"], axis=-1),
-                      helper.make_node("Gemm", ["sums", "mins", "c"], ["y"])]
+            nodes += [
+                helper.make_node("Split", ["both", "sp"], ["c", "sums"], axis=-1),
+                helper.make_node("Gemm", ["sums", "mins", "c"], ["y"]),
+            ]
         elif form == "gemm3d":  # a (1, 1, K) row: Flatten in, Split, Gemm, Reshape out to a shape made once per graph
             nodes.append(helper.make_node("Flatten", ["x"], ["x2"], axis=-1))
             nodes.append(nbits("m", "x2", "both", k, n + kb, 4, block, False, 4, inits))
-            inits += [numpy_helper.from_array(np.array([n, kb], np.int64), "sp"),
-                      numpy_helper.from_array(np.array([1, 1, n], np.int64), "out_shape")]
-            nodes += [helper.make_node("Split", ["both", "sp"], ["c", "sums"], axis=-1),
-                      helper.make_node("Gemm", ["sums", "mins", "c"], ["y2"]),
-                      helper.make_node("Reshape", ["y2", "out_shape"], ["y"])]
+            inits += [
+                numpy_helper.from_array(np.array([n, kb], np.int64), "sp"),
+                numpy_helper.from_array(np.array([1, 1, n], np.int64), "out_shape"),
+            ]
+            nodes += [
+                helper.make_node("Split", ["both", "sp"], ["c", "sums"], axis=-1),
+                helper.make_node("Gemm", ["sums", "mins", "c"], ["y2"]),
+                helper.make_node("Reshape", ["y2", "out_shape"], ["y"]),
+            ]
         elif form == "none":  # the codes' product alone (wrong numbers: the bound)
             nodes.append(nbits("m", "x", "y", k, n, 4, block, False, 4, inits))
 

@@ -34,10 +34,25 @@ def main() -> None:
         rows[name] = {}
         for text in args.text:
             if where.startswith("llamacpp:"):
-                gguf, export = where[len("llamacpp:"):].split("@")
-                out = subprocess.run([sys.executable, str(Path(__file__).with_name("llamacpp_perplexity.py")), gguf, export,
-                                      text, "--context", str(args.context), "--stride", str(stride),
-                                      "--threads", str(args.threads)], capture_output=True, text=True, check=True)  # fmt: skip
+                gguf, export = where[len("llamacpp:") :].split("@")
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        str(Path(__file__).with_name("llamacpp_perplexity.py")),
+                        gguf,
+                        export,
+                        text,
+                        "--context",
+                        str(args.context),
+                        "--stride",
+                        str(stride),
+                        "--threads",
+                        str(args.threads),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 rows[name][text] = json.loads(out.stdout.strip().splitlines()[-1])["perplexity"]
             else:
                 lm = mr.load(where, threads=args.threads)

@@ -63,8 +63,10 @@ def main() -> None:
     wall = (stamps[-1] - stamps[0]) / (len(stamps) - 1) * 1e3
     inside = sum(r["dur"] for r in decode_runs) / n / 1e3
     kernels = sum(by_type.values()) / n / 1e3
-    print(f"{args.folder}: {n} decode steps; wall {wall:.3f} ms/step, session.run {inside:.3f} ms, "
-          f"kernels {kernels:.3f} ms, outside the session {wall - inside:.3f} ms")  # fmt: skip
+    print(
+        f"{args.folder}: {n} decode steps; wall {wall:.3f} ms/step, session.run {inside:.3f} ms, "
+        f"kernels {kernels:.3f} ms, outside the session {wall - inside:.3f} ms"
+    )
     for op, total in sorted(by_type.items(), key=lambda kv: -kv[1]):
         print(f"  {op:36s} {total / n / 1e3:7.3f} ms  {100 * total / sum(by_type.values()):5.1f}%")
     print("  MatMulNBits by projection:")

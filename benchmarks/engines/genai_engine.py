@@ -21,7 +21,9 @@ def load(spec: dict) -> GenaiEngine:
 
     config = og.Config(spec["folder"])
     session = {"intra_op_num_threads": spec["threads"], "inter_op_num_threads": 1}
-    config.overlay(json.dumps({"model": {"pad_token_id": spec["free_pad_id"], "decoder": {"session_options": session}}}))
+    config.overlay(
+        json.dumps({"model": {"pad_token_id": spec["free_pad_id"], "decoder": {"session_options": session}}})
+    )
     return GenaiEngine(og, og.Model(config), spec["free_pad_id"])
 
 
@@ -35,16 +37,21 @@ class GenaiEngine:
     def _generator(self, batch: int, total: int, min_total: int, beams: int = 1):
         params = self.og.GeneratorParams(self.model)
         params.set_search_options(
-            do_sample=False, max_length=total, min_length=min_total, num_beams=beams, num_return_sequences=1,
-            batch_size=batch, early_stopping=False,
-        )  # fmt: skip
+            do_sample=False,
+            max_length=total,
+            min_length=min_total,
+            num_beams=beams,
+            num_return_sequences=1,
+            batch_size=batch,
+            early_stopping=False,
+        )
         return self.og.Generator(self.model, params)
 
     def generate(self, rows, new_tokens: int, beams: int = 1, on_token=None) -> list[list[int]]:
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.pad_id, np.int32)  # (batch, width), left-padded
         for i, row in enumerate(rows):
-            ids[i, width - len(row):] = row
+            ids[i, width - len(row) :] = row
         total = width + new_tokens
         generator = self._generator(len(rows), total, total, beams)
         generator.append_tokens(ids)

@@ -55,9 +55,15 @@ class HFGenerateEngine:
         streamer = _Streamer(on_token) if on_token else None
         with torch.inference_mode():
             out = self.model.generate(
-                ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                num_beams=beams, pad_token_id=self.pad_id, streamer=streamer,
-            )  # fmt: skip
+                ids,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                num_beams=beams,
+                pad_token_id=self.pad_id,
+                streamer=streamer,
+            )
         return out[:, width:].tolist()
 
     def nll(self, ids: list[int]) -> np.ndarray:
@@ -65,6 +71,8 @@ class HFGenerateEngine:
 
         with torch.inference_mode():
             x = torch.tensor([ids])
-            logits = self.model(x, attention_mask=torch.ones_like(x), use_cache=False).logits[0, :-1].float()  # (len - 1, vocab)
+            logits = (
+                self.model(x, attention_mask=torch.ones_like(x), use_cache=False).logits[0, :-1].float()
+            )  # (len - 1, vocab)
             logp = torch.log_softmax(logits, dim=-1)
             return -logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].numpy().astype(np.float64)

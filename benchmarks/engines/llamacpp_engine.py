@@ -18,9 +18,14 @@ def load(spec: dict) -> LlamaCppEngine:
 
     quality = spec.get("job") == "quality"  # perplexity needs the logits of every position
     llm = Llama(
-        model_path=spec["gguf"], n_ctx=spec["context"], n_threads=spec["threads"], n_threads_batch=spec["threads"],
-        n_batch=512, logits_all=quality, verbose=False,
-    )  # fmt: skip
+        model_path=spec["gguf"],
+        n_ctx=spec["context"],
+        n_threads=spec["threads"],
+        n_threads_batch=spec["threads"],
+        n_batch=512,
+        logits_all=quality,
+        verbose=False,
+    )
     return LlamaCppEngine(llm, spec["eos_ids"])
 
 

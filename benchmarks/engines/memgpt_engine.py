@@ -32,9 +32,12 @@ class MemgptEngine:
         from memgpt_runtime import Done
 
         steps = self.lm.generate_steps(
-            [list(r) for r in rows], max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams,
+            [list(r) for r in rows],
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            num_beams=beams,
             do_sample=False,
-        )  # fmt: skip
+        )
         for event in steps:
             if isinstance(event, Done):
                 out = event.result.sequences

@@ -24,4 +24,3 @@ def load(spec: dict) -> HFGenerateEngine:
     model_class = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
     model = model_class.from_pretrained(spec["folder"], dtype=torch.float32).eval()
     return HFGenerateEngine(model, spec)
-

@@ -20,21 +20,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "batch",
         help="answer every prompt of a JSONL file, on this machine or on a Ray cluster",
-        description="Answer every row of INPUT (JSONL: {\"id\": ..., \"prompt\": \"...\"} or {\"id\": ..., \"messages\": [...]}, "
+        description='Answer every row of INPUT (JSONL: {"id": ..., "prompt": "..."} or {"id": ..., "messages": [...]}, '
         "with the server's generation options) into OUTPUT (JSONL: id, text, finish_reason, prompt_tokens, "
         "completion_tokens). Results go to OUTPUT.partial as they finish; OUTPUT appears when every row is done.",
     )
     parser.add_argument("model", metavar="DIR", help="a folder written by `memgpt export`")
     parser.add_argument("input", metavar="INPUT.jsonl", help="one request per line")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT.jsonl", help="where the results go")
-    parser.add_argument("--ray", metavar="local|ADDRESS",
-                        help="run on Ray: 'local' starts a cluster on this machine, an address (host:port) joins one")  # fmt: skip
+    parser.add_argument(
+        "--ray",
+        metavar="local|ADDRESS",
+        help="run on Ray: 'local' starts a cluster on this machine, an address (host:port) joins one",
+    )
     parser.add_argument("--replicas", type=_positive, default=1, metavar="N", help="Ray: model replicas (default 1)")
-    parser.add_argument("--threads-per-replica", type=thread_count, metavar="K",
-                        help="onnxruntime threads of each replica (the local engine: default one per core; Ray: default 1)")  # fmt: skip
-    parser.add_argument("--batch-size", type=_positive, default=32, metavar="B", help="Ray: rows per batch sent to a replica (default 32)")
-    parser.add_argument("--slots", type=_positive, default=16, metavar="S", help="KV slots of each engine: rows decoded together (default 16)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted job from OUTPUT.partial, skipping the ids there")
+    parser.add_argument(
+        "--threads-per-replica",
+        type=thread_count,
+        metavar="K",
+        help="onnxruntime threads of each replica (the local engine: default one per core; Ray: default 1)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=32,
+        metavar="B",
+        help="Ray: rows per batch sent to a replica (default 32)",
+    )
+    parser.add_argument(
+        "--slots",
+        type=_positive,
+        default=16,
+        metavar="S",
+        help="KV slots of each engine: rows decoded together (default 16)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted job from OUTPUT.partial, skipping the ids there"
+    )
     parser.set_defaults(func=run)
 
 
@@ -72,12 +93,24 @@ def run(args: argparse.Namespace) -> int:
                         tally.add(new)
                 else:
                     usable.append(row)
-            run_on_ray(folder, usable, output, args.ray, args.replicas, args.threads_per_replica or 1, args.batch_size,
-                       args.slots, on_row=tally.add)  # fmt: skip
+            run_on_ray(
+                folder,
+                usable,
+                output,
+                args.ray,
+                args.replicas,
+                args.threads_per_replica or 1,
+                args.batch_size,
+                args.slots,
+                on_row=tally.add,
+            )
     except BaseException:
         output.close()
         if output.done:
-            print(f"note: {output.partial} holds {len(output.done)} finished rows: run again with --resume", file=sys.stderr)
+            print(
+                f"note: {output.partial} holds {len(output.done)} finished rows: run again with --resume",
+                file=sys.stderr,
+            )
         raise
     output.finish()
     resumed = f" ({skipped} rows were done already)" if skipped else ""

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from .output import PartialOutput
 from .rows import Row
@@ -39,9 +39,11 @@ class Tally:
 
     def line(self) -> str:
         seconds = max(time.perf_counter() - self.started, 1e-9)
-        return (f"{self.rows} rows in {seconds:.1f} s ({self.rows / seconds:.2f} rows/s, "
-                f"{self.completion_tokens / seconds:.1f} tokens/s); {self.malformed} malformed lines, "
-                f"{self.errors} rows with errors")  # fmt: skip
+        return (
+            f"{self.rows} rows in {seconds:.1f} s ({self.rows / seconds:.2f} rows/s, "
+            f"{self.completion_tokens / seconds:.1f} tokens/s); {self.malformed} malformed lines, "
+            f"{self.errors} rows with errors"
+        )
 
 
 class Progress:
@@ -66,8 +68,15 @@ class Progress:
             self.stream.write("\n")
 
 
-def run_local(folder: Path, rows: Iterable[Row], output: PartialOutput, threads: int | None, slots: int,
-              total: int | None = None, on_row=None) -> Tally:  # fmt: skip
+def run_local(
+    folder: Path,
+    rows: Iterable[Row],
+    output: PartialOutput,
+    threads: int | None,
+    slots: int,
+    total: int | None = None,
+    on_row=None,
+) -> Tally:
     from ..engine import Engine
     from ..model import load
     from .runner import RowRunner

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -45,8 +45,17 @@ class Replica:
         return {"out": np.array([json.dumps(o, ensure_ascii=False) for o in outs], dtype=object)}
 
 
-def run_on_ray(folder: Path, rows: Iterable[Row], output: PartialOutput, address: str, replicas: int, threads: int,
-               batch_size: int, slots: int, on_row=None) -> None:  # fmt: skip
+def run_on_ray(
+    folder: Path,
+    rows: Iterable[Row],
+    output: PartialOutput,
+    address: str,
+    replicas: int,
+    threads: int,
+    batch_size: int,
+    slots: int,
+    on_row=None,
+) -> None:
     """Run `rows` (usable ones; malformed lines are written by the caller) on `replicas` actors of `threads` CPUs."""
     import ray
 
@@ -68,8 +77,12 @@ def _run(folder, rows, output, replicas, threads, batch_size, slots, on_row) -> 
     # subtle: the folder must be at the same path on every node of a real cluster (a shared file system)
     ds = ray.data.from_items(items).map_batches(
         Replica,
-        fn_constructor_kwargs={"folder": str(Path(folder).resolve()), "threads": threads, "slots": slots,
-                               "window": max(batch_size, 2 * slots)},  # fmt: skip
+        fn_constructor_kwargs={
+            "folder": str(Path(folder).resolve()),
+            "threads": threads,
+            "slots": slots,
+            "window": max(batch_size, 2 * slots),
+        },
         compute=ray.data.ActorPoolStrategy(size=replicas),
         num_cpus=threads,
         batch_size=batch_size,

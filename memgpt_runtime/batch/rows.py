@@ -9,9 +9,10 @@ such an object, has no usable id, or repeats an id becomes an error row keyed by
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..server.errors import BadRequest
 
@@ -37,7 +38,7 @@ class Row:
         return json.dumps({"line": self.line, "id": self.id, "body": self.body}, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, text: str) -> "Row":
+    def from_json(cls, text: str) -> Row:
         data = json.loads(text)
         return cls(data["line"], data["id"], data["body"])
 
@@ -70,7 +71,12 @@ def _row(number: int, text: str, seen: dict[str, int]) -> Row:
         return Row(number, error=_error(f"line {number} has no 'id'", param="id"))
     row_id = data.pop("id")
     if isinstance(row_id, bool) or not isinstance(row_id, (str, int)):
-        return Row(number, error=_error(f"line {number}: id must be a string or an integer, got {json.dumps(row_id)[:60]}", param="id"))
+        return Row(
+            number,
+            error=_error(
+                f"line {number}: id must be a string or an integer, got {json.dumps(row_id)[:60]}", param="id"
+            ),
+        )
     key = "id:" + json.dumps(row_id, ensure_ascii=False)
     if key in seen:
         return Row(number, row_id, error=_error(f"line {number} repeats the id of line {seen[key]}", param="id"))
@@ -88,4 +94,3 @@ def error_row(row: Row, error: dict) -> dict:
 
 def malformed_row(row: Row) -> dict:
     return error_row(row, row.error)
-

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Iterable
 from contextlib import aclosing
-from typing import AsyncIterator, Iterable
 
 from starlette.concurrency import run_in_threadpool
 
@@ -23,9 +23,13 @@ from ..server.prepare import api_error, prepare
 from .rows import Row, error_row, malformed_row
 
 # server options that make no sense for a row written to a file
-REFUSED = {"stream": "a batch row is answered whole", "stream_options": "a batch row is answered whole",
-           "logprobs": "a batch row returns text only", "top_logprobs": "a batch row returns text only",
-           "echo": "a batch row returns the completion only"}  # fmt: skip
+REFUSED = {
+    "stream": "a batch row is answered whole",
+    "stream_options": "a batch row is answered whole",
+    "logprobs": "a batch row returns text only",
+    "top_logprobs": "a batch row returns text only",
+    "echo": "a batch row returns the completion only",
+}
 
 
 def request_of(body: dict):
@@ -37,7 +41,12 @@ def request_of(body: dict):
         raise BadRequest("a row needs exactly one of 'prompt' (a completion) and 'messages' (a chat)", param="prompt")
     model = p.ChatRequest if "messages" in body else p.CompletionRequest
     req = p.parse(model, json.dumps(body).encode())
-    if model is p.CompletionRequest and isinstance(req.prompt, list) and req.prompt and not isinstance(req.prompt[0], int):
+    if (
+        model is p.CompletionRequest
+        and isinstance(req.prompt, list)
+        and req.prompt
+        and not isinstance(req.prompt[0], int)
+    ):
         raise BadRequest("a batch row takes one prompt: a string or a list of token ids", param="prompt")
     return req
 

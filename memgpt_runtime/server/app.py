@@ -42,11 +42,24 @@ ROUTES = ("/health", "/v1/models", "/v1/chat/completions", "/v1/completions", "/
 class ServerState:
     """The model and engine once loaded, the settings, the metrics."""
 
-    def __init__(self, folder, model_name: str, api_keys: list[str], max_batch: int, max_queue: int,
-                 threads: int | None, max_body_bytes: int):  # fmt: skip
+    def __init__(
+        self,
+        folder,
+        model_name: str,
+        api_keys: list[str],
+        max_batch: int,
+        max_queue: int,
+        threads: int | None,
+        max_body_bytes: int,
+    ):
         self.folder, self.model_name = folder, model_name
         self._key_digests = [hashlib.sha256(k.encode()).digest() for k in api_keys]
-        self.max_batch, self.max_queue, self.threads, self.max_body_bytes = max_batch, max_queue, threads, max_body_bytes
+        self.max_batch, self.max_queue, self.threads, self.max_body_bytes = (
+            max_batch,
+            max_queue,
+            threads,
+            max_body_bytes,
+        )
         self.lm = None
         self.engine: Engine | None = None
         self.load_error: BaseException | None = None
@@ -84,8 +97,11 @@ class ServerState:
 
     def check_model(self, name: str | None) -> None:
         if name is not None and name != self.model_name:
-            raise NotFound(f"the model '{name}' does not exist; this server serves '{self.model_name}'", param="model",
-                           code="model_not_found")  # fmt: skip
+            raise NotFound(
+                f"the model '{name}' does not exist; this server serves '{self.model_name}'",
+                param="model",
+                code="model_not_found",
+            )
 
 
 # -- middleware: keys, body size, per-route counts -------------------------------------------------------------
@@ -110,12 +126,17 @@ def guard(app, state: ServerState):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             if path != "/health" and not state.key_ok(_given_key(headers)):
-                raise Unauthorized("invalid or missing API key: send it as 'Authorization: Bearer KEY'",
-                                   code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                raise Unauthorized(
+                    "invalid or missing API key: send it as 'Authorization: Bearer KEY'",
+                    code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > state.max_body_bytes):
-                raise TooLarge(f"the request body is larger than this server's limit of {state.max_body_bytes} bytes",
-                               code="request_too_large")  # fmt: skip
+                raise TooLarge(
+                    f"the request body is larger than this server's limit of {state.max_body_bytes} bytes",
+                    code="request_too_large",
+                )
         except APIError as exc:
             await _json_error(exc)(scope, receive, counted_send)
             state.metrics.request_done(route, exc.status)
@@ -128,8 +149,10 @@ def guard(app, state: ServerState):
             if message["type"] == "http.request":
                 seen["bytes"] += len(message.get("body", b""))
                 if seen["bytes"] > state.max_body_bytes:  # a body without Content-Length: the app answers 413
-                    raise TooLarge(f"the request body is larger than this server's limit of {state.max_body_bytes} bytes",
-                                   code="request_too_large")  # fmt: skip
+                    raise TooLarge(
+                        f"the request body is larger than this server's limit of {state.max_body_bytes} bytes",
+                        code="request_too_large",
+                    )
             return message
 
         try:
@@ -175,7 +198,9 @@ def create_app(state: ServerState) -> FastAPI:
     async def on_http_error(request, exc: StarletteHTTPException):
         kind = {404: "not_found_error", 405: "invalid_request_error"}.get(exc.status_code, "invalid_request_error")
         message = f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405) else str(exc.detail)
-        return JSONResponse(error_body(message, kind), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(message, kind), status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def on_error(request, exc: Exception):
@@ -193,8 +218,13 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/v1/models")
     async def models():
         lm, engine = state.ready()
-        card = {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "memgpt-runtime",
-                "max_model_len": engine.capacity}  # fmt: skip
+        card = {
+            "id": state.model_name,
+            "object": "model",
+            "created": state.created,
+            "owned_by": "memgpt-runtime",
+            "max_model_len": engine.capacity,
+        }
         return {"object": "list", "data": [card]}
 
     @app.get("/metrics")
@@ -248,8 +278,9 @@ def _tokenize(lm, req: p.TokenizeRequest) -> list[int]:
         raise BadRequest("give exactly one of prompt (or content) and messages", param="prompt")
     try:
         if req.messages is not None:
-            text = lm.tokenizer.apply_chat_template(p.chat_messages(req.messages), add_generation_prompt=bool(req.add_generation_prompt),
-                                                    tokenize=False)  # fmt: skip
+            text = lm.tokenizer.apply_chat_template(
+                p.chat_messages(req.messages), add_generation_prompt=bool(req.add_generation_prompt), tokenize=False
+            )
             return lm.tokenizer.encode(text, add_special_tokens=bool(req.add_special_tokens))
         add = True if req.add_special_tokens is None else req.add_special_tokens
         return lm.tokenizer.encode(given[0], add_special_tokens=add)
@@ -267,7 +298,11 @@ async def _answer(request: Request, state: ServerState, lm, engine, job: p.Job, 
         for g in generations:
             g.cancel()
         raise api_error(exc, "messages" if chat else "prompt") from None
-    meta = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.model_name}
+    meta = {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "created": int(time.time()),
+        "model": state.model_name,
+    }
     writer = ChatWriter(lm.tokenizer, job, meta) if chat else CompletionWriter(lm.tokenizer, job, meta)
     if job.stream:
         events = _stream(state, generations, writer)
@@ -346,5 +381,6 @@ def _account(state: ServerState, generations: list[Generation], unfinished: str)
     now = time.perf_counter()
     for g in generations:
         reasons = [c.finish_reason or unfinished for c in g.choices]
-        state.metrics.generation_done(len(g.prompt), g.completion_tokens, reasons, g.submitted_at, g.first_token_at,
-                                      g.finished_at or now)  # fmt: skip
+        state.metrics.generation_done(
+            len(g.prompt), g.completion_tokens, reasons, g.submitted_at, g.first_token_at, g.finished_at or now
+        )

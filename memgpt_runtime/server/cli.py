@@ -31,26 +31,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", metavar="DIR", help="a folder written by `memgpt export`")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000; 0 = any free port)")
-    parser.add_argument("--api-key", action="append", default=None, metavar="KEY",
-                        help="accept this key (repeatable); default: $MEMGPT_API_KEY, or no key needed")  # fmt: skip
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="accept this key (repeatable); default: $MEMGPT_API_KEY, or no key needed",
+    )
     parser.add_argument("--model-name", help="the model's name in the API (default: the folder's name)")
-    parser.add_argument("--max-batch", type=_positive, default=16, metavar="R",
-                        help="KV slots: rows decoded together (a request takes n or beam-width rows; default 16)")  # fmt: skip
-    parser.add_argument("--max-queue", type=_positive, default=64, metavar="Q",
-                        help="requests waiting for slots before new ones get 503 (default 64)")  # fmt: skip
+    parser.add_argument(
+        "--max-batch",
+        type=_positive,
+        default=16,
+        metavar="R",
+        help="KV slots: rows decoded together (a request takes n or beam-width rows; default 16)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=_positive,
+        default=64,
+        metavar="Q",
+        help="requests waiting for slots before new ones get 503 (default 64)",
+    )
     parser.add_argument("--threads", type=thread_count, help=f"onnxruntime threads, 1 to {os.cpu_count()}")
-    parser.add_argument("--max-body-bytes", type=_positive, default=1 << 20, help="largest request body (default 1 MiB)")
-    parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
-                        help="on SIGTERM, how long running requests may take to finish (default 30)")  # fmt: skip
+    parser.add_argument(
+        "--max-body-bytes", type=_positive, default=1 << 20, help="largest request body (default 1 MiB)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long running requests may take to finish (default 30)",
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     ray = parser.add_argument_group("Ray Serve (pip install 'memgpt-runtime[ray]')")
     ray.add_argument("--ray-replicas", type=_positive, metavar="N", help="serve with N replicas on Ray Serve")
-    ray.add_argument("--ray", default="local", metavar="local|ADDRESS",
-                     help="the Ray cluster: 'local' starts one on this machine (default), an address joins one")  # fmt: skip
-    ray.add_argument("--max-ongoing-requests", type=_positive, metavar="R",
-                     help="requests one replica runs at once (default: --max-batch); more wait in Serve's queue")  # fmt: skip
-    ray.add_argument("--max-queued-requests", type=_positive, metavar="Q",
-                     help="requests waiting in Serve's queue before new ones get 503 (default: --max-queue)")  # fmt: skip
+    ray.add_argument(
+        "--ray",
+        default="local",
+        metavar="local|ADDRESS",
+        help="the Ray cluster: 'local' starts one on this machine (default), an address joins one",
+    )
+    ray.add_argument(
+        "--max-ongoing-requests",
+        type=_positive,
+        metavar="R",
+        help="requests one replica runs at once (default: --max-batch); more wait in Serve's queue",
+    )
+    ray.add_argument(
+        "--max-queued-requests",
+        type=_positive,
+        metavar="Q",
+        help="requests waiting in Serve's queue before new ones get 503 (default: --max-queue)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -68,10 +102,24 @@ def run(args: argparse.Namespace) -> int:
     keys = args.api_key if args.api_key else [k for k in [os.environ.get("MEMGPT_API_KEY")] if k]
     if args.ray_replicas:
         return _run_on_ray(args, folder, keys)
-    state = ServerState(folder, args.model_name or folder.resolve().name, keys, args.max_batch, args.max_queue,
-                        args.threads, args.max_body_bytes)  # fmt: skip
-    config = uvicorn.Config(create_app(state), host=args.host, port=args.port, log_level=args.log_level,
-                            access_log=False, timeout_graceful_shutdown=args.drain_timeout, lifespan="on")  # fmt: skip
+    state = ServerState(
+        folder,
+        args.model_name or folder.resolve().name,
+        keys,
+        args.max_batch,
+        args.max_queue,
+        args.threads,
+        args.max_body_bytes,
+    )
+    config = uvicorn.Config(
+        create_app(state),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=args.drain_timeout,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     # the engine thread needs the GIL back after each model call while the event loop may be busy writing streams:
     # a shorter switch interval (default 5 ms) bounds that wait on the engine's critical path
@@ -96,11 +144,25 @@ def _run_on_ray(args: argparse.Namespace, folder: Path, keys: list[str]) -> int:
     threads = args.threads or 1
     ongoing = args.max_ongoing_requests or args.max_batch
     # the engine's own queue never refuses what Serve lets through: Serve's queue is the one that answers 503
-    settings = {"folder": str(folder.resolve()), "model_name": args.model_name or folder.resolve().name, "api_keys": keys,
-                "max_batch": args.max_batch, "max_queue": max(ongoing, 1), "threads": threads,
-                "max_body_bytes": args.max_body_bytes}  # fmt: skip
-    return serve_forever(settings, args.ray, args.host, args.port, args.ray_replicas, threads, ongoing,
-                         args.max_queued_requests or args.max_queue)  # fmt: skip
+    settings = {
+        "folder": str(folder.resolve()),
+        "model_name": args.model_name or folder.resolve().name,
+        "api_keys": keys,
+        "max_batch": args.max_batch,
+        "max_queue": max(ongoing, 1),
+        "threads": threads,
+        "max_body_bytes": args.max_body_bytes,
+    }
+    return serve_forever(
+        settings,
+        args.ray,
+        args.host,
+        args.port,
+        args.ray_replicas,
+        threads,
+        ongoing,
+        args.max_queued_requests or args.max_queue,
+    )
 
 
 def _positive(text: str) -> int:

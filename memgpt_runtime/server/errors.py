@@ -9,8 +9,14 @@ class APIError(Exception):
     status = 400
     type = "invalid_request_error"
 
-    def __init__(self, message: str, param: str | None = None, code: str | None = None,
-                 status: int | None = None, headers: dict[str, str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message, self.param, self.code = message, param, code
         self.status = status if status is not None else self.status

@@ -20,7 +20,6 @@ from ..request import Done, Step
 from .protocol import Job
 from .text import ChoiceText, TokenText
 
-
 NOT_STREAMED_WAKE_EVERY = 8  # engine steps per wake-up of the event loop for an answer sent whole
 
 

@@ -47,8 +47,15 @@ class Metrics:
     def request_done(self, route: str, status: int) -> None:
         self.requests[(route, status)] += 1
 
-    def generation_done(self, prompt_tokens: int, completion_tokens: int, reasons: list[str],
-                        submitted: float, first_token: float | None, finished: float) -> None:  # fmt: skip
+    def generation_done(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        reasons: list[str],
+        submitted: float,
+        first_token: float | None,
+        finished: float,
+    ) -> None:
         self.prompt_tokens += prompt_tokens
         self.generation_tokens += completion_tokens
         for reason in reasons:
@@ -81,7 +88,10 @@ class Metrics:
             *(f'memgpt_choices_finished_total{{reason="{r}"}} {c}' for r, c in sorted(self.finished.items())),
             "# HELP memgpt_http_requests_total HTTP requests by route and status code.",
             "# TYPE memgpt_http_requests_total counter",
-            *(f'memgpt_http_requests_total{{route="{r}",code="{s}"}} {c}' for (r, s), c in sorted(self.requests.items())),
+            *(
+                f'memgpt_http_requests_total{{route="{r}",code="{s}"}} {c}'
+                for (r, s), c in sorted(self.requests.items())
+            ),
             "# HELP memgpt_request_duration_seconds Time from submit to the last token of a generation.",
             "# TYPE memgpt_request_duration_seconds histogram",
             *self.e2e.lines("memgpt_request_duration_seconds"),

@@ -43,23 +43,31 @@ def prepare(lm, engine, max_batch: int, req) -> tuple[p.Job, tuple[int, ...]]:
         job = p.build_job(req, prompts, lm.manifest.generation_defaults, lm.manifest.vocab_size)
         if not chat and req.echo:
             if job.logprobs is not None:
-                raise BadRequest("echo with logprobs is not supported (the prompt's logprobs are not computed)", param="echo")
+                raise BadRequest(
+                    "echo with logprobs is not supported (the prompt's logprobs are not computed)", param="echo"
+                )
             job.echo_texts = [lm.tokenizer.decode(ids, skip_special_tokens=True) for ids in prompts]
         eos = lm.generation_config(**job.options).eos_token_id
     except UsageError as exc:
         raise api_error(exc, field) from None
     rows = 1 if job.copies else job.n
     if engine.batched and rows > max_batch:
-        raise BadRequest(f"n = {job.n} needs {rows} KV slots, this server has {max_batch} (--max-batch); lower n",
-                         param="n")  # fmt: skip
+        raise BadRequest(
+            f"n = {job.n} needs {rows} KV slots, this server has {max_batch} (--max-batch); lower n", param="n"
+        )
     if lm.encoder is None:
         for ids in prompts:
             needed = len(ids) + (job.max_tokens if job.max_tokens_asked else 1)
             if needed > engine.capacity:
-                asked = f"{job.max_tokens} for the completion" if job.max_tokens_asked else "at least 1 for the completion"
-                raise BadRequest(f"this model's maximum context length is {engine.capacity} tokens, but {needed} were "
-                                 f"asked for ({len(ids)} in the {field}, {asked}); shorten the {field} or lower max_tokens",
-                                 param=field, code="context_length_exceeded")  # fmt: skip
+                asked = (
+                    f"{job.max_tokens} for the completion" if job.max_tokens_asked else "at least 1 for the completion"
+                )
+                raise BadRequest(
+                    f"this model's maximum context length is {engine.capacity} tokens, but {needed} were "
+                    f"asked for ({len(ids)} in the {field}, {asked}); shorten the {field} or lower max_tokens",
+                    param=field,
+                    code="context_length_exceeded",
+                )
     return job, eos
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -90,7 +90,7 @@ class ChatRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int], list[list[int]]]
+    prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = False
     logprobs: int | None = None
     suffix: str | None = None
@@ -159,14 +159,18 @@ def chat_messages(messages: list[Message]) -> list[dict[str, Any]]:
     out = []
     for i, m in enumerate(messages):
         if m.role not in ("system", "developer", "user", "assistant"):
-            raise BadRequest(f"messages[{i}].role '{m.role}' is not supported (system, developer, user, assistant)",
-                             param=f"messages.{i}.role")  # fmt: skip
+            raise BadRequest(
+                f"messages[{i}].role '{m.role}' is not supported (system, developer, user, assistant)",
+                param=f"messages.{i}.role",
+            )
         content = m.content
         if isinstance(content, list):
             kinds = {p.type for p in content} - {"text"}
             if kinds:
-                raise BadRequest(f"messages[{i}].content holds {sorted(kinds)[0]!r} parts; only text is supported",
-                                 param=f"messages.{i}.content")  # fmt: skip
+                raise BadRequest(
+                    f"messages[{i}].content holds {sorted(kinds)[0]!r} parts; only text is supported",
+                    param=f"messages.{i}.content",
+                )
             content = "\n".join(p.text or "" for p in content)
         message = {"role": "system" if m.role == "developer" else m.role, "content": content or ""}
         if m.name is not None:
@@ -187,8 +191,10 @@ def refuse_unsupported(req: _Sampling) -> None:
         if req.tool_choice not in (None, "none") or req.function_call not in (None, "none"):
             raise BadRequest("tool_choice is not supported", param="tool_choice")
         if req.response_format is not None and req.response_format.get("type") != "text":
-            raise BadRequest(f"response_format {req.response_format.get('type')!r} is not supported; only 'text'",
-                             param="response_format")  # fmt: skip
+            raise BadRequest(
+                f"response_format {req.response_format.get('type')!r} is not supported; only 'text'",
+                param="response_format",
+            )
     if isinstance(req, CompletionRequest) and req.suffix:
         raise BadRequest("suffix is not supported", param="suffix")
     if req.stream_options is not None:
@@ -204,7 +210,9 @@ def build_job(req: _Sampling, prompts: list[list[int]], model_defaults: dict[str
     chat = isinstance(req, ChatRequest)
     n = _int(req.n, "n", 1, MAX_N, default=1)
     max_tokens = req.max_completion_tokens if chat and req.max_completion_tokens is not None else req.max_tokens
-    max_tokens = _int(max_tokens, "max_completion_tokens" if chat and req.max_completion_tokens is not None else "max_tokens", 1, None)
+    max_tokens = _int(
+        max_tokens, "max_completion_tokens" if chat and req.max_completion_tokens is not None else "max_tokens", 1, None
+    )
     asked = max_tokens is not None
     if max_tokens is None:
         # as vLLM: completions take OpenAI's 16; chat the model's own max_new_tokens, else the rest of the context
@@ -233,8 +241,10 @@ def build_job(req: _Sampling, prompts: list[list[int]], model_defaults: dict[str
     if beam:
         for name, off in (("temperature", (0.0,)), ("top_p", (1.0,)), ("top_k", (0, -1))):
             if getattr(req, name) is not None and getattr(req, name) not in off:
-                raise BadRequest(f"{name} has no effect with use_beam_search (beam search is deterministic); leave it unset",
-                                 param=name)  # fmt: skip
+                raise BadRequest(
+                    f"{name} has no effect with use_beam_search (beam search is deterministic); leave it unset",
+                    param=name,
+                )
         if req.seed is not None:
             raise BadRequest("seed has no effect with use_beam_search; leave it unset", param="seed")
         if logprobs is not None:
@@ -257,22 +267,46 @@ def build_job(req: _Sampling, prompts: list[list[int]], model_defaults: dict[str
             options.update(do_sample=False, num_return_sequences=1)
             copies = n > 1
         else:
-            options.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=max(top_k, 0),
-                           seed=seed, num_return_sequences=n)  # fmt: skip
+            options.update(
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=max(top_k, 0),
+                seed=seed,
+                num_return_sequences=n,
+            )
     if logprobs is not None:
         options["logprobs"] = logprobs
     if req.prompt_lookup_num_tokens is not None:
         if beam:
-            raise BadRequest("prompt_lookup_num_tokens does not apply to use_beam_search", param="prompt_lookup_num_tokens")
+            raise BadRequest(
+                "prompt_lookup_num_tokens does not apply to use_beam_search", param="prompt_lookup_num_tokens"
+            )
         if n > 1 and not copies:
-            raise BadRequest("prompt_lookup_num_tokens needs n=1 when sampling (one sequence per request)",
-                             param="prompt_lookup_num_tokens")  # fmt: skip
-        options["prompt_lookup_num_tokens"] = _int(req.prompt_lookup_num_tokens, "prompt_lookup_num_tokens", 1, MAX_LOOKUP)
+            raise BadRequest(
+                "prompt_lookup_num_tokens needs n=1 when sampling (one sequence per request)",
+                param="prompt_lookup_num_tokens",
+            )
+        options["prompt_lookup_num_tokens"] = _int(
+            req.prompt_lookup_num_tokens, "prompt_lookup_num_tokens", 1, MAX_LOOKUP
+        )
     if req.max_matching_ngram_size is not None:
         options["max_matching_ngram_size"] = _int(req.max_matching_ngram_size, "max_matching_ngram_size", 1, MAX_LOOKUP)
     include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
-    return Job(prompts, options, n, copies, beam, stop, logprobs, bool(req.stream), include_usage, max_tokens, asked,
-               bool(req.return_tokens_as_token_ids))  # fmt: skip
+    return Job(
+        prompts,
+        options,
+        n,
+        copies,
+        beam,
+        stop,
+        logprobs,
+        bool(req.stream),
+        include_usage,
+        max_tokens,
+        asked,
+        bool(req.return_tokens_as_token_ids),
+    )
 
 
 def _default(value, defaults: dict[str, Any], name: str, fallback):
@@ -287,8 +321,11 @@ def _int(value, name: str, low: int | None, high: int | None, default=None):
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadRequest(f"{name} must be an integer, got {_short(value)}", param=name)
     if (low is not None and value < low) or (high is not None and value > high):
-        raise BadRequest(f"{name} must be in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}], "
-                         f"got {value}", param=name)  # fmt: skip
+        raise BadRequest(
+            f"{name} must be in [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}], "
+            f"got {value}",
+            param=name,
+        )
     return value
 
 
@@ -300,8 +337,11 @@ def _float(value, name: str, low: float | None, high: float | None, low_open: bo
     too_low = low is not None and (value <= low if low_open else value < low)
     if too_low or (high is not None and value > high):
         left = "(" if low_open else "["
-        raise BadRequest(f"{name} must be in {left}{low if low is not None else '-inf'}, "
-                         f"{high if high is not None else 'inf'}], got {value}", param=name)  # fmt: skip
+        raise BadRequest(
+            f"{name} must be in {left}{low if low is not None else '-inf'}, "
+            f"{high if high is not None else 'inf'}], got {value}",
+            param=name,
+        )
     return float(value)
 
 

@@ -54,8 +54,9 @@ def application(settings: dict, replicas: int, threads: int, max_ongoing: int, m
     return deployment.bind(settings)
 
 
-def serve_forever(settings: dict, address: str, host: str, port: int, replicas: int, threads: int, max_ongoing: int,
-                  max_queued: int) -> int:  # fmt: skip
+def serve_forever(
+    settings: dict, address: str, host: str, port: int, replicas: int, threads: int, max_ongoing: int, max_queued: int
+) -> int:
     """Run the application until SIGTERM or Ctrl-C; then remove it (and stop the cluster if this call started it)."""
     from ray import serve
 
@@ -65,10 +66,14 @@ def serve_forever(settings: dict, address: str, host: str, port: int, replicas: 
     try:
         serve.start(http_options={"host": host, "port": port})
         try:
-            serve.run(application(settings, replicas, threads, max_ongoing, max_queued), name=APP_NAME, route_prefix="/")
+            serve.run(
+                application(settings, replicas, threads, max_ongoing, max_queued), name=APP_NAME, route_prefix="/"
+            )
         except RuntimeError as exc:
             raise MemgptError(f"the Serve application failed to start: {exc}") from None
-        print(f"serving {settings['model_name']!r} on http://{host}:{port} with {replicas} Ray Serve replicas", flush=True)
+        print(
+            f"serving {settings['model_name']!r} on http://{host}:{port} with {replicas} Ray Serve replicas", flush=True
+        )
         while not stop.wait(0.5):
             pass
     finally:

@@ -49,14 +49,26 @@ class ChatWriter(Writer):
         for t in tokens:
             top = [{"token": s, "logprob": lp, "bytes": list(s.encode())} for s, lp in self._alternatives(t)]
             name = self._name(t)
-            content.append({"token": name, "logprob": max(t.logprob, LOGPROB_FLOOR), "bytes": list(name.encode()),
-                            "top_logprobs": top})  # fmt: skip
+            content.append(
+                {
+                    "token": name,
+                    "logprob": max(t.logprob, LOGPROB_FLOOR),
+                    "bytes": list(name.encode()),
+                    "top_logprobs": top,
+                }
+            )
         return {"content": content}
 
     def whole(self, usage: dict) -> dict:
-        choices = [{"index": i, "message": {"role": "assistant", "content": text},
-                    "logprobs": self._logprobs(self.tokens[i]), "finish_reason": self.reasons[i]}
-                   for i, text in enumerate(self.texts)]  # fmt: skip
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": self._logprobs(self.tokens[i]),
+                "finish_reason": self.reasons[i],
+            }
+            for i, text in enumerate(self.texts)
+        ]
         return {**self.meta, "object": "chat.completion", "choices": choices, "usage": usage}
 
     def _chunk(self, choices: list[dict]) -> dict:
@@ -67,12 +79,22 @@ class ChatWriter(Writer):
 
     def opening(self):
         for i in range(len(self.texts)):
-            yield self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
+            yield self._chunk(
+                [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
+            )
 
     def chunk(self, d) -> dict:
         delta = {"content": d.text} if d.text else {}
-        return self._chunk([{"index": d.index, "delta": delta, "logprobs": self._logprobs(d.tokens) if d.tokens else None,
-                             "finish_reason": d.finish_reason}])  # fmt: skip
+        return self._chunk(
+            [
+                {
+                    "index": d.index,
+                    "delta": delta,
+                    "logprobs": self._logprobs(d.tokens) if d.tokens else None,
+                    "finish_reason": d.finish_reason,
+                }
+            ]
+        )
 
     def usage_chunk(self, usage: dict) -> dict:
         return {**self.meta, "object": "chat.completion.chunk", "choices": [], "usage": usage}
@@ -94,8 +116,15 @@ class CompletionWriter(Writer):
         }
 
     def whole(self, usage: dict) -> dict:
-        choices = [{"index": i, "text": self._echo(i) + text, "logprobs": self._logprobs(i, self.tokens[i]),
-                    "finish_reason": self.reasons[i]} for i, text in enumerate(self.texts)]  # fmt: skip
+        choices = [
+            {
+                "index": i,
+                "text": self._echo(i) + text,
+                "logprobs": self._logprobs(i, self.tokens[i]),
+                "finish_reason": self.reasons[i],
+            }
+            for i, text in enumerate(self.texts)
+        ]
         return {**self.meta, "object": "text_completion", "choices": choices, "usage": usage}
 
     def _chunk(self, choices: list[dict]) -> dict:
@@ -110,8 +139,16 @@ class CompletionWriter(Writer):
                 yield self._chunk([{"index": i, "text": self._echo(i), "logprobs": None, "finish_reason": None}])
 
     def chunk(self, d) -> dict:
-        return self._chunk([{"index": d.index, "text": d.text, "logprobs": self._logprobs(d.index, d.tokens) if d.tokens else None,
-                             "finish_reason": d.finish_reason}])  # fmt: skip
+        return self._chunk(
+            [
+                {
+                    "index": d.index,
+                    "text": d.text,
+                    "logprobs": self._logprobs(d.index, d.tokens) if d.tokens else None,
+                    "finish_reason": d.finish_reason,
+                }
+            ]
+        )
 
     def usage_chunk(self, usage: dict) -> dict:
         return {**self.meta, "object": "text_completion", "choices": [], "usage": usage}
