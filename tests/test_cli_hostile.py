@@ -117,6 +117,12 @@ def test_sigterm_ends_chat_with_one_line(tiny_llama_export):
     assert (proc.returncode, err) == (143, b"error: terminated\n")
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    # subtle: a job started in the background of a script (`cmd &`) inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt; a user's Ctrl-C reaches a foreground process, whose SIGINT is the default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "sig, code, line", [(signal.SIGINT, 130, b"error: interrupted\n"), (signal.SIGTERM, 143, b"error: terminated\n")]
@@ -140,6 +146,7 @@ def test_a_signal_during_a_stream_exits_with_one_line(smollm2_int8_export, sig, 
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=_ctrl_c_as_at_a_terminal,
         )
         assert proc.stdout.read(1)  # streaming has started
         time.sleep(0.2)
