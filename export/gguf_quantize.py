@@ -32,14 +32,14 @@ from memgpt_runtime.errors import ExportError
 from .blockwise import pack
 from .gguf_blocks import ExactBlocks, decodable, decode
 from .quantize import (
-    _FLOATS,
     ACCURACY_LEVEL,
-    _name_unnamed_nodes,
-    _quantize_embeddings,
-    _replace_with_matmul_nbits,
+    FLOAT_TYPES,
     _rewrite,
     fold_transposed_weights,
     lm_head,
+    name_unnamed_nodes,
+    quantize_embeddings,
+    replace_with_matmul_nbits,
     split_gemms,
     weight_matmuls,
 )
@@ -98,7 +98,7 @@ class GGUFRows:
 def quantize_gguf(proto: Any, gguf_path: str | Path) -> tuple[Any, dict[str, Any]]:
     """Rewrite the fp32 `proto`'s weight MatMuls and embedding tables with the GGUF file's codes; a manifest dict."""
     fold_transposed_weights(proto)
-    _name_unnamed_nodes(proto)
+    name_unnamed_nodes(proto)
     split_gemms(proto)
     targets = weight_matmuls(proto)
     head = lm_head(proto)
@@ -130,8 +130,8 @@ def quantize_gguf(proto: Any, gguf_path: str | Path) -> tuple[Any, dict[str, Any
     _rewrite_many(proto, swap)
     embeddings = _exact_embeddings(proto, rows, tensors)
     plan = {name: (8, "rtn") for name in fallback}
-    blocks = _replace_with_matmul_nbits(proto, plan, {}) if plan else {}
-    tables = _quantize_embeddings(proto)  # the tables the file does not hold exactly: 8-bit, as int8 does
+    blocks = replace_with_matmul_nbits(proto, plan, {}) if plan else {}
+    tables = quantize_embeddings(proto)  # the tables the file does not hold exactly: 8-bit, as int8 does
     left = [name for name in weight_matmuls(proto) if not name.endswith(MINIMUMS_SUFFIX)]
     if left:
         raise ExportError(
@@ -288,7 +288,7 @@ def _exact_embeddings(proto: Any, rows: GGUFRows, tensors: dict[str, dict[str, A
     def swap(node: Any) -> tuple[list[Any], str, list[Any]] | None:
         table = inits.get(node.input[0]) if node.op_type == "Gather" and node.input else None
         axis = [helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"]
-        if table is None or table.data_type not in _FLOATS or len(table.dims) != 2 or (axis and axis[0] != 0):
+        if table is None or table.data_type not in FLOAT_TYPES or len(table.dims) != 2 or (axis and axis[0] != 0):
             return None
         weight = numpy_helper.to_array(table)  # (rows, width)
         runs, places, why = _exact_runs(rows, weight)

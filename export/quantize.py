@@ -32,7 +32,7 @@ ACCURACY_LEVEL = 4  # int8 activations: the fast kernels (a float-activation 8-b
 # attention input projections: 8-bit in int4 when no importance was measured for them
 EIGHT_BIT_UNCALIBRATED = ("qkv_proj", "q_proj", "k_proj", "v_proj", "c_attn")
 EMBEDDING_BITS = 8
-_FLOATS = {1, 10, 11, 16}  # onnx TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+FLOAT_TYPES = {1, 10, 11, 16}  # onnx TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
 def check_scheme(scheme: str) -> str:
@@ -53,14 +53,14 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
     if scheme == "gguf":
         raise ExportError("gguf quantization needs the GGUF file: call export.gguf_quantize.quantize_gguf")
     fold_transposed_weights(proto)
-    _name_unnamed_nodes(proto)
+    name_unnamed_nodes(proto)
     split_gemms(proto)
     targets = weight_matmuls(proto)
     head = lm_head(proto)
     grams, calibration = input_grams(proto, targets, full=[head]) if scheme == "int4" else ({}, None)
     plan = {name: bits_for(name, head, scheme, name in grams) for name in targets}  # node -> (bits, method)
-    blocks = _replace_with_matmul_nbits(proto, plan, grams)
-    tables = _quantize_embeddings(proto)
+    blocks = replace_with_matmul_nbits(proto, plan, grams)
+    tables = quantize_embeddings(proto)
     left = weight_matmuls(proto)
     done = sum(1 for n in proto.graph.node if n.op_type == "MatMulNBits")
     if left or done != len(targets):
@@ -72,7 +72,7 @@ def quantize_graph(proto: Any, scheme: str) -> tuple[Any, dict[str, Any]]:
         "scheme": scheme,
         "method": "MatMulNBits, weight-only, blockwise along K, integer zero points",
         "bits": 8 if scheme == "int8" else 4,
-        "algorithm": _algorithm(plan, head),
+        "algorithm": algorithm_note(plan, head),
         "symmetric": False,
         "accuracy_level": ACCURACY_LEVEL,
         "block_size": BLOCK_SIZE,
@@ -105,7 +105,7 @@ def bits_for(node: str, head: str, scheme: str, calibrated: bool = False) -> tup
 METHOD_NAMES = {"rtn": "rtn", "searched": "searched", "weighted": "importance-weighted searched", "gptq": "GPTQ"}
 
 
-def _algorithm(plan: dict[str, tuple[int, str]], head: str) -> str:
+def algorithm_note(plan: dict[str, tuple[int, str]], head: str) -> str:
     """The manifest's one-line summary of `plan`, e.g. "importance-weighted searched 4-bit, GPTQ 4-bit head"."""
     layers = dict.fromkeys(choice for name, choice in plan.items() if name != head)
     parts = [f"{METHOD_NAMES[method]} {bits}-bit" for bits, method in layers]
@@ -138,7 +138,7 @@ def lm_head(proto: Any) -> str:
     return heads[-1] if heads else targets[-1]
 
 
-def _replace_with_matmul_nbits(
+def replace_with_matmul_nbits(
     proto: Any, plan: dict[str, tuple[int, str]], grams: dict[str, np.ndarray]
 ) -> dict[str, int]:
     """Swap each planned MatMul for a MatMulNBits node; `grams` per node drive the GPTQ ones ((K, K)) and the
@@ -184,7 +184,7 @@ def _replace_with_matmul_nbits(
     return blocks
 
 
-def _quantize_embeddings(proto: Any) -> list[str]:
+def quantize_embeddings(proto: Any) -> list[str]:
     """Replace each `Gather(table, ids)` on a constant (rows, width) float table by an 8-bit GatherBlockQuantized."""
     from onnx import helper, numpy_helper
 
@@ -194,7 +194,7 @@ def _quantize_embeddings(proto: Any) -> list[str]:
     def swap(node: Any) -> tuple[Any, str, list[Any]] | None:
         table = inits.get(node.input[0]) if node.op_type == "Gather" and node.input else None
         axis = [helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"]
-        if table is None or table.data_type not in _FLOATS or len(table.dims) != 2 or (axis and axis[0] != 0):
+        if table is None or table.data_type not in FLOAT_TYPES or len(table.dims) != 2 or (axis and axis[0] != 0):
             return None
         if (
             table.dims[1] % BLOCK_SIZE
@@ -257,7 +257,7 @@ def _rewrite(proto: Any, swap: Any) -> None:
 
 def weight_matmuls(proto: Any) -> list[str]:
     """Names of MatMul/Gemm nodes that multiply by a constant float matrix (what weight quantization targets)."""
-    floats = {t.name for t in proto.graph.initializer if t.data_type in _FLOATS and len(t.dims) == 2}
+    floats = {t.name for t in proto.graph.initializer if t.data_type in FLOAT_TYPES and len(t.dims) == 2}
     return [
         n.name for n in proto.graph.node if n.op_type in ("MatMul", "Gemm") and any(i in floats for i in n.input[:2])
     ]
@@ -312,7 +312,7 @@ def split_gemms(proto: Any) -> int:
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
         weight = inits.get(node.input[1]) if node.op_type == "Gemm" and len(node.input) > 1 else None
-        if weight is None or not plain or len(weight.dims) != 2 or weight.data_type not in _FLOATS:
+        if weight is None or not plain or len(weight.dims) != 2 or weight.data_type not in FLOAT_TYPES:
             nodes.append(node)
             continue
         b = node.input[1]
@@ -331,7 +331,7 @@ def split_gemms(proto: Any) -> int:
     return rewritten
 
 
-def _name_unnamed_nodes(proto: Any) -> None:
+def name_unnamed_nodes(proto: Any) -> None:
     # the manifest lists quantized nodes by name, and the quantizer names its nodes after the originals
     seen = set()
     for index, node in enumerate(proto.graph.node):

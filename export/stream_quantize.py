@@ -19,7 +19,7 @@ from .blockwise import Blockwise
 from .blockwise import quantize as quantize_weight
 from .gptq import gptq, gptq_factors
 from .graph_builder import MS_DOMAIN, GraphBuilder
-from .quantize import ACCURACY_LEVEL, BLOCK_SIZE, EMBEDDING_BITS, _algorithm, bits_for, block_size_for
+from .quantize import ACCURACY_LEVEL, BLOCK_SIZE, EMBEDDING_BITS, algorithm_note, bits_for, block_size_for
 
 HEAD = "lm_head"
 CHUNK_ELEMENTS = 1 << 22  # weights per chunk of rows: bounds the work arrays of the largest weight (an LM head)
@@ -129,7 +129,7 @@ class QuantizedPrecision:
             "scheme": self.scheme,
             "method": "MatMulNBits, weight-only, blockwise along K, integer zero points",
             "bits": 8 if self.scheme == "int8" else 4,
-            "algorithm": _algorithm(self.plan, HEAD),
+            "algorithm": algorithm_note(self.plan, HEAD),
             "symmetric": False,
             "accuracy_level": ACCURACY_LEVEL,
             "block_size": BLOCK_SIZE,

@@ -15,7 +15,7 @@ from ..errors import UsageError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ..cli import thread_count
-    from ..server.cli import _positive
+    from ..server.cli import positive_int
 
     parser = subparsers.add_parser(
         "batch",
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="local|ADDRESS",
         help="run on Ray: 'local' starts a cluster on this machine, an address (host:port) joins one",
     )
-    parser.add_argument("--replicas", type=_positive, default=1, metavar="N", help="Ray: model replicas (default 1)")
+    parser.add_argument("--replicas", type=positive_int, default=1, metavar="N", help="Ray: model replicas (default 1)")
     parser.add_argument(
         "--threads-per-replica",
         type=thread_count,
@@ -41,14 +41,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive,
+        type=positive_int,
         default=32,
         metavar="B",
         help="Ray: rows per batch sent to a replica (default 32)",
     )
     parser.add_argument(
         "--slots",
-        type=_positive,
+        type=positive_int,
         default=16,
         metavar="S",
         help="KV slots of each engine: rows decoded together (default 16)",

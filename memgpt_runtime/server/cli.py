@@ -41,21 +41,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model-name", help="the model's name in the API (default: the folder's name)")
     parser.add_argument(
         "--max-batch",
-        type=_positive,
+        type=positive_int,
         default=16,
         metavar="R",
         help="KV slots: rows decoded together (a request takes n or beam-width rows; default 16)",
     )
     parser.add_argument(
         "--max-queue",
-        type=_positive,
+        type=positive_int,
         default=64,
         metavar="Q",
         help="requests waiting for slots before new ones get 503 (default 64)",
     )
     parser.add_argument("--threads", type=thread_count, help=f"onnxruntime threads, 1 to {os.cpu_count()}")
     parser.add_argument(
-        "--max-body-bytes", type=_positive, default=1 << 20, help="largest request body (default 1 MiB)"
+        "--max-body-bytes", type=positive_int, default=1 << 20, help="largest request body (default 1 MiB)"
     )
     parser.add_argument(
         "--drain-timeout",
@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     ray = parser.add_argument_group("Ray Serve (pip install 'memgpt-runtime[ray]')")
-    ray.add_argument("--ray-replicas", type=_positive, metavar="N", help="serve with N replicas on Ray Serve")
+    ray.add_argument("--ray-replicas", type=positive_int, metavar="N", help="serve with N replicas on Ray Serve")
     ray.add_argument(
         "--ray",
         default="local",
@@ -75,13 +75,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ray.add_argument(
         "--max-ongoing-requests",
-        type=_positive,
+        type=positive_int,
         metavar="R",
         help="requests one replica runs at once (default: --max-batch); more wait in Serve's queue",
     )
     ray.add_argument(
         "--max-queued-requests",
-        type=_positive,
+        type=positive_int,
         metavar="Q",
         help="requests waiting in Serve's queue before new ones get 503 (default: --max-queue)",
     )
@@ -165,7 +165,7 @@ def _run_on_ray(args: argparse.Namespace, folder: Path, keys: list[str]) -> int:
     )
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
