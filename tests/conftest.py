@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import memgpt_runtime as mr
 from benchmarks import tiny_models
+from server_process import KEY, NAME, ServerProcess
 
 sys.path.insert(0, str(Path(__file__).parent))  # so tests can import their helpers (torch_state, tiny_families, ...)
 
@@ -132,3 +134,28 @@ def tiny_bart_int8(tiny_bart_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_t5_int4(tiny_t5_dir, tmp_path_factory) -> Path:
     return _export(tiny_t5_dir, tmp_path_factory.mktemp("export") / "tiny-t5-int4", "int4")
+
+
+# -- the tiny model served by a real `memgpt serve` process (test_server*.py) --
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama_export, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    proc = ServerProcess(tiny_llama_export, "--model-name", NAME, "--max-batch", "12", api_key=KEY, log=log)
+    try:
+        statuses = proc.wait_healthy()
+        assert set(statuses) <= {200, 503}, statuses
+        yield proc
+    finally:
+        assert proc.stop() == 0, proc.output()
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_llama_export):
+    return mr.load(tiny_llama_export)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client()

@@ -14,6 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+KEY = "test-key-123"  # the API key of the tiny model's server (conftest's `server`)
+NAME = "tiny"  # the model name it serves under
+MESSAGES = [  # chats every server test can send
+    [{"role": "user", "content": "Hello world! How are you today?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Once upon a time"}],
+    [{"role": "user", "content": "Numbers: 0 1 2 3"}],
+]
 START_TIMEOUT = 90.0  # seconds for the process to answer /health with 200
 
 
