@@ -12,21 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tiny_families
 from benchmarks import tiny_models as tm
 
-COMMON = dict(
-    vocab_size=tm.VOCAB_SIZE,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    bos_token_id=tm.BOS_ID,
-    eos_token_id=tm.EOS_ID,
-    pad_token_id=tm.PAD_ID,
-    initializer_range=0.2,
-)
+COMMON = dict(tiny_families.COMMON, initializer_range=0.2)
 
 
 def _model(arch: str):
