@@ -72,9 +72,20 @@ class Scheduler:
                 f"the request needs {ticket.rows} slots (one per beam or returned sequence), the engine has {self.slots}; "
                 "lower num_beams / n or start the engine with more slots"
             )
-        if len(self.waiting) >= self.max_queue:
+        if self._waiting_for_slots(ticket) > self.max_queue:
             raise QueueFull(f"the engine's queue is full ({self.max_queue} requests waiting); retry later")
         self.waiting.append(ticket)
+
+    def _waiting_for_slots(self, newcomer: Ticket) -> int:
+        """Waiting tickets, with the newcomer last, that the next admission would not place: those that fit the free
+        slots in order are placed at the next step and take no room in the queue."""
+        free = self._owner.count(None)
+        queue = [*self.waiting, newcomer]
+        for placed, ticket in enumerate(queue):
+            if ticket.rows > free:
+                return len(queue) - placed
+            free -= ticket.rows
+        return 0
 
     def admit(self) -> list[Ticket]:
         """Place waiting tickets, in order, while the head finds room; return the ones placed."""

@@ -300,6 +300,20 @@ def test_the_scheduler_places_in_arrival_order_into_the_lowest_free_run():
     assert s.admit() == [c, d] and (c.start, d.start) == (0, 5)
 
 
+def test_requests_that_fit_free_slots_take_no_room_in_the_queue():
+    s = scheduler_module.Scheduler(slots=3, max_queue=1)
+    a, b, c, d = (scheduler_module.Ticket(rows=r, prompt_len=10) for r in (1, 2, 1, 1))
+    for t in (a, b, c):  # a and b fill the three free slots at the next step; c is the one waiting
+        s.submit(t)
+    with pytest.raises(QueueFull, match=r"queue is full \(1 requests waiting\)"):
+        s.submit(d)
+    assert s.admit() == [a, b]
+    with pytest.raises(QueueFull):  # c still waits: no slot was freed
+        s.submit(d)
+    s.remove(a)
+    s.submit(d)  # c takes a's slot at the next step, d waits
+
+
 def test_the_scheduler_runs_one_prompt_chunk_at_a_time_oldest_first():
     s = scheduler_module.Scheduler(slots=4, max_queue=4)
     a, b = scheduler_module.Ticket(rows=1, prompt_len=600), scheduler_module.Ticket(rows=1, prompt_len=5)

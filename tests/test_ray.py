@@ -1,6 +1,6 @@
 """Scale-out on a local Ray cluster (one per module, 2 CPUs): `memgpt batch --ray` gives the local job's rows,
 a killed replica has its rows redone, and `memgpt serve --ray-replicas` answers as the single-process server,
-with Serve's back-pressure in front (503 past its queue)."""
+a full replica refusing in OpenAI's shape."""
 
 from __future__ import annotations
 
@@ -157,9 +157,9 @@ def served(cluster, tiny_llama_export, tmp_path_factory):
         cluster,
         "--threads",
         "1",
-        "--max-ongoing-requests",
+        "--max-batch",
         "1",
-        "--max-queued-requests",
+        "--max-queue",
         "1",
         api_key="k",
         log=log,
@@ -182,17 +182,26 @@ def test_serve_answers_as_the_single_process_server(served, lm):
     assert_error(status, body, 401)
 
 
-def test_serve_refuses_past_its_queue_with_503(served):
+def test_a_full_replica_answers_openais_503_with_retry_after(served):
+    """Eight requests at once on one replica with one slot and a queue of one: one runs, one waits, the others are
+    refused by the replica's engine as by the single-process server (OpenAI's JSON, Retry-After), not by Serve."""
+    answers = [None] * 8
+    barrier = threading.Barrier(len(answers))
     body = {"model": "tiny", "prompt": PROMPTS[1], "max_tokens": 200, "temperature": 0, "min_tokens": 200}
-    statuses = []
 
-    def call():
-        statuses.append(served.request("POST", "/v1/completions", body, timeout=120)[0])
+    def call(i):
+        barrier.wait(timeout=30)
+        answers[i] = served.request("POST", "/v1/completions", body, timeout=120)
 
-    threads = [threading.Thread(target=call) for _ in range(4)]
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(answers))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=150)
-    # one runs, one waits in Serve's queue, the others are refused at once
-    assert sorted(statuses) == [200, 200, 503, 503], statuses
+    refused = [a for a in answers if a[0] == 503]
+    taken = [a for a in answers if a[0] == 200]
+    assert len(refused) + len(taken) == len(answers) and refused and len(taken) >= 2, [a[0] for a in answers]
+    for status, headers, answer in refused:
+        assert_error(status, answer, 503, code="queue_full")
+        assert int(headers["retry-after"]) >= 1
+    assert all(answer["usage"]["completion_tokens"] == 200 for _, _, answer in taken)

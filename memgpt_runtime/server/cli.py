@@ -73,18 +73,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="local|ADDRESS",
         help="the Ray cluster: 'local' starts one on this machine (default), an address joins one",
     )
-    ray.add_argument(
-        "--max-ongoing-requests",
-        type=positive_int,
-        metavar="R",
-        help="requests one replica runs at once (default: --max-batch); more wait in Serve's queue",
-    )
-    ray.add_argument(
-        "--max-queued-requests",
-        type=positive_int,
-        metavar="Q",
-        help="requests waiting in Serve's queue before new ones get 503 (default: --max-queue)",
-    )
     parser.set_defaults(func=run)
 
 
@@ -142,27 +130,16 @@ def _run_on_ray(args: argparse.Namespace, folder: Path, keys: list[str]) -> int:
     from .ray_serve import serve_forever
 
     threads = args.threads or 1
-    ongoing = args.max_ongoing_requests or args.max_batch
-    # the engine's own queue never refuses what Serve lets through: Serve's queue is the one that answers 503
     settings = {
         "folder": str(folder.resolve()),
         "model_name": args.model_name or folder.resolve().name,
         "api_keys": keys,
         "max_batch": args.max_batch,
-        "max_queue": max(ongoing, 1),
+        "max_queue": args.max_queue,
         "threads": threads,
         "max_body_bytes": args.max_body_bytes,
     }
-    return serve_forever(
-        settings,
-        args.ray,
-        args.host,
-        args.port,
-        args.ray_replicas,
-        threads,
-        ongoing,
-        args.max_queued_requests or args.max_queue,
-    )
+    return serve_forever(settings, args.ray, args.host, args.port, args.ray_replicas)
 
 
 def positive_int(text: str) -> int:

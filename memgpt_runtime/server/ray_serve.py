@@ -1,9 +1,8 @@
 """The HTTP server's application on Ray Serve: N replicas, each a model, an engine and the same FastAPI app.
 
 Each replica loads its model in its constructor (Serve routes to it only once it is up) and serves `create_app`'s
-routes, API keys and errors unchanged. Serve's own back-pressure sits in front: a replica takes at most
-`max_ongoing_requests` at once, the rest wait at the proxy, and past `max_queued_requests` waiting the proxy
-answers 503 at once. Only `memgpt serve --ray-replicas` imports this module (and ray).
+routes, API keys and errors unchanged, its engine's queue included: a full replica answers the single-process
+server's 503 (OpenAI's JSON, Retry-After). Only `memgpt serve --ray-replicas` imports this module (and ray).
 """
 
 from __future__ import annotations
@@ -39,36 +38,44 @@ class MemgptReplica:
             raise RuntimeError("the engine has stopped")
 
 
-def application(settings: dict, replicas: int, threads: int, max_ongoing: int, max_queued: int):
-    """The Serve application: `replicas` copies of the server, `threads` CPUs each."""
-    from ray import serve
+# requests a replica may hold beyond what its engine takes (running and waiting): its refusals in flight and the
+# requests that never reach the engine (/health, /metrics, /v1/models, errors of the request itself)
+HEADROOM = 8
+# Serve's router counts every request as queued until it is assigned to a replica, a burst included: its queue
+# holds this many times what the replicas hold before Serve refuses on its own
+FLOOD = 4
 
+
+def application(settings: dict, replicas: int):
+    """The Serve application: `replicas` copies of the server, `settings["threads"]` CPUs each; a full engine
+    refuses in OpenAI's shape, Serve's own (plain) 503 is left for floods (docs/batch.md)."""
+    from ray import serve
+    from ray.serve.config import BackpressureConfig
+
+    held = settings["max_batch"] + settings["max_queue"] + HEADROOM
     deployment = serve.deployment(
         serve.ingress()(MemgptReplica),
         name="MemgptServer",
         num_replicas=replicas,
-        ray_actor_options={"num_cpus": threads},
-        max_ongoing_requests=max_ongoing,
-        max_queued_requests=max_queued,
+        ray_actor_options={"num_cpus": settings["threads"]},
+        max_ongoing_requests=held,
+        max_queued_requests=FLOOD * replicas * held,
+        backpressure_config=BackpressureConfig(retry_after_s=1),
     )
     return deployment.bind(settings)
 
 
-def serve_forever(
-    settings: dict, address: str, host: str, port: int, replicas: int, threads: int, max_ongoing: int, max_queued: int
-) -> int:
+def serve_forever(settings: dict, address: str, host: str, port: int, replicas: int) -> int:
     """Run the application until SIGTERM or Ctrl-C; then remove it (and stop the cluster if this call started it)."""
     from ray import serve
 
-    started = connect(address, replicas, threads)
+    started = connect(address, replicas, settings["threads"])
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda signum, frame: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         serve.start(http_options={"host": host, "port": port})
         try:
-            serve.run(
-                application(settings, replicas, threads, max_ongoing, max_queued), name=APP_NAME, route_prefix="/"
-            )
+            serve.run(application(settings, replicas), name=APP_NAME, route_prefix="/")
         except RuntimeError as exc:
             raise MemgptError(f"the Serve application failed to start: {exc}") from None
         print(
