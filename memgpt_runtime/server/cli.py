@@ -73,6 +73,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="local|ADDRESS",
         help="the Ray cluster: 'local' starts one on this machine (default), an address joins one",
     )
+    ray.add_argument(
+        "--max-ongoing-requests",
+        type=positive_int,
+        metavar="R",
+        help="requests Serve sends one replica at once (default: --max-batch + --max-queue + 8, so that a full "
+        "replica refuses with the server's own 503)",
+    )
+    ray.add_argument(
+        "--max-queued-requests",
+        type=positive_int,
+        metavar="Q",
+        help="requests waiting in Serve's router before Serve answers its own 503 (default: 4 x replicas x "
+        "--max-ongoing-requests)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -139,7 +153,15 @@ def _run_on_ray(args: argparse.Namespace, folder: Path, keys: list[str]) -> int:
         "threads": threads,
         "max_body_bytes": args.max_body_bytes,
     }
-    return serve_forever(settings, args.ray, args.host, args.port, args.ray_replicas)
+    return serve_forever(
+        settings,
+        args.ray,
+        args.host,
+        args.port,
+        args.ray_replicas,
+        args.max_ongoing_requests,
+        args.max_queued_requests,
+    )
 
 
 def positive_int(text: str) -> int:

@@ -46,26 +46,34 @@ HEADROOM = 8
 FLOOD = 4
 
 
-def application(settings: dict, replicas: int):
-    """The Serve application: `replicas` copies of the server, `settings["threads"]` CPUs each; a full engine
-    refuses in OpenAI's shape, Serve's own (plain) 503 is left for floods (docs/batch.md)."""
+def application(settings: dict, replicas: int, max_ongoing: int | None = None, max_queued: int | None = None):
+    """The Serve application: `replicas` copies of the server, `settings["threads"]` CPUs each. By default a full
+    engine refuses in OpenAI's shape and Serve's own (plain) 503 is left for floods (docs/batch.md)."""
     from ray import serve
     from ray.serve.config import BackpressureConfig
 
-    held = settings["max_batch"] + settings["max_queue"] + HEADROOM
+    max_ongoing = max_ongoing or settings["max_batch"] + settings["max_queue"] + HEADROOM
     deployment = serve.deployment(
         serve.ingress()(MemgptReplica),
         name="MemgptServer",
         num_replicas=replicas,
         ray_actor_options={"num_cpus": settings["threads"]},
-        max_ongoing_requests=held,
-        max_queued_requests=FLOOD * replicas * held,
+        max_ongoing_requests=max_ongoing,
+        max_queued_requests=max_queued or FLOOD * replicas * max_ongoing,
         backpressure_config=BackpressureConfig(retry_after_s=1),
     )
     return deployment.bind(settings)
 
 
-def serve_forever(settings: dict, address: str, host: str, port: int, replicas: int) -> int:
+def serve_forever(
+    settings: dict,
+    address: str,
+    host: str,
+    port: int,
+    replicas: int,
+    max_ongoing: int | None = None,
+    max_queued: int | None = None,
+) -> int:
     """Run the application until SIGTERM or Ctrl-C; then remove it (and stop the cluster if this call started it)."""
     from ray import serve
 
@@ -75,7 +83,7 @@ def serve_forever(settings: dict, address: str, host: str, port: int, replicas: 
     try:
         serve.start(http_options={"host": host, "port": port})
         try:
-            serve.run(application(settings, replicas), name=APP_NAME, route_prefix="/")
+            serve.run(application(settings, replicas, max_ongoing, max_queued), name=APP_NAME, route_prefix="/")
         except RuntimeError as exc:
             raise MemgptError(f"the Serve application failed to start: {exc}") from None
         print(
