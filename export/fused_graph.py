@@ -8,7 +8,10 @@ a CPU, a handful of fused contrib operators per layer:
     MatMul (gate|up fused) -> activation -> Mul -> MatMul -> [norm]
 
 with the norms of each family where its recipe puts them (fused with the residual add where one follows it), and
-computes the LM head only at one position per row (`last_index`). The KV cache is a (batch, kv_heads, capacity,
+computes the LM head only at one position per row (`last_index`). With `rows`, the residual stream is kept as
+(batch * sequence, hidden) rows, viewed as (batch, sequence, hidden) only where an operator needs it
+(GroupQueryAttention's input, the last-position gather): `--quantize gguf` builds it so, as its minimum terms are
+then one Gemm each (docs/gguf.md). The KV cache is a (batch, kv_heads, capacity,
 head_size) buffer per layer that the runtime binds as both past and present; rows hold their tokens from position
 0 (right padding) and `seqlens_k` (tokens in the cache after this step, minus one) tells each row's length, so
 rotary positions and windows count real tokens only.
@@ -53,9 +56,13 @@ class FloatPrecision:
 class FusedDecoder:
     """Writes one family's fused graph into `g`: the embeddings, then layers in order, then the head."""
 
-    def __init__(self, recipe: DecoderRecipe, weights: Weights, g: GraphBuilder, precision: Any = None):
+    def __init__(
+        self, recipe: DecoderRecipe, weights: Weights, g: GraphBuilder, precision: Any = None, rows: bool = False
+    ):
         self.recipe, self.weights, self.g = recipe, weights, g
         self.precision = precision or FloatPrecision()
+        self.rows = rows  # the stream as (batch * sequence, hidden) rows, not (batch, sequence, hidden)
+        self._shape3d = ""  # [batch, sequence, -1], for the 3-D views of a stream of rows
         self.linear_inputs: dict[str, str] = {}  # node name -> the tensor it multiplies (calibration reads them)
         self.carry: str | None = None  # the last branch's output, not yet added to the residual
         self.residual = ""
@@ -68,8 +75,15 @@ class FusedDecoder:
 
     def embed(self) -> str:
         """input_ids -> the scaled embeddings (the residual stream); returns the input's name."""
-        ids = self.g.input("input_ids", np.int64, ["batch", "sequence"])
-        hidden = self.precision.embedding(self.g, ids, self.weights.get("model.embed_tokens.weight"))
+        g = self.g
+        ids = g.input("input_ids", np.int64, ["batch", "sequence"])
+        flat = ids
+        if self.rows:
+            minus_one = g.constant("rows.minus_one", np.array([-1], np.int64))
+            shape = g.one("Shape", [ids], name="rows.batch_sequence")
+            self._shape3d = g.one("Concat", [shape, minus_one], name="rows.shape3d", axis=0)
+            flat = g.one("Reshape", [ids, minus_one], name="rows.ids")  # (batch * sequence,)
+        hidden = self.precision.embedding(g, flat, self.weights.get("model.embed_tokens.weight"))
         if self.recipe.embed_scale != 1.0:
             scale = self.g.constant("embed_scale", np.array(self.recipe.embed_scale, np.float32))
             hidden = self.g.one("Mul", [hidden, scale], name="embed_scaled")
@@ -81,7 +95,8 @@ class FusedDecoder:
         g, r = self.g, self.recipe
         last = g.input("last_index", np.int64, ["batch"])
         index = g.one("Unsqueeze", [last, g.constant("axis_last", np.array([-1], np.int64))], name="last_index_2d")
-        picked = g.one("GatherND", [self._stream(), index], name="last_position", batch_dims=1)  # (batch, hidden)
+        stream = self._view3d(self._stream(), "last_position")
+        picked = g.one("GatherND", [stream, index], name="last_position", batch_dims=1)  # (batch, hidden)
         normed = self._final_norm(picked)
         self.linear_inputs["lm_head"] = normed
         logits = "logits" if not r.final_softcap else "logits_uncapped"
@@ -124,6 +139,7 @@ class FusedDecoder:
         x = self._branch_input(r.norms.attn_in, p, n + "input_norm")
         qkv = self.precision.linear(g, x, n + "qkv_proj", *self._qkv_weights(p))
         self.linear_inputs[n + "qkv_proj"] = x
+        qkv = self._view3d(qkv, n + "qkv")  # (batch, sequence, q + 2 kv), as GroupQueryAttention takes it
         q_size, kv_size = r.heads * r.head_size, r.kv_heads * r.head_size
         if r.qk_norm:
             split = g.constant(n + "qkv_split", np.array([q_size, kv_size, kv_size], np.int64))
@@ -151,6 +167,8 @@ class FusedDecoder:
         )[0]
         for name in present:
             g.output(name, np.float32, _cache_dims(r))
+        if self.rows:
+            attn = g.one("Flatten", [attn], name=n + "attn_rows", axis=2)  # (batch * sequence, hidden)
         out = self.precision.linear(g, attn, n + "o_proj", *self._scaled(p + "self_attn.o_proj"))
         self.linear_inputs[n + "o_proj"] = attn
         if r.norms.attn_out:
@@ -223,6 +241,12 @@ class FusedDecoder:
             )
             self.carry = None
         return self.residual
+
+    def _view3d(self, x: str, name: str) -> str:
+        """x as (batch, sequence, width): a view of a stream of rows, or x itself."""
+        if not self.rows:
+            return x
+        return self.g.one("Reshape", [x, self._shape3d], name=f"{name}.view3d")
 
     def _branch_input(self, norm: str | None, p: str, name: str) -> str:
         """The input of a branch: the norm of `carry + residual` (one fused node), or the stream itself."""
@@ -332,11 +356,11 @@ def rotary_tables(config: Any, head_size: int, positions: int) -> tuple[np.ndarr
 
 
 def build_fused_graph(
-    recipe: DecoderRecipe, weights: Weights, g: GraphBuilder | None = None, precision: Any = None
+    recipe: DecoderRecipe, weights: Weights, g: GraphBuilder | None = None, precision: Any = None, rows: bool = False
 ) -> tuple[Any, DecoderGraph]:
     """The whole fused graph (embeddings, every layer, last-position head); the proto and its runtime names."""
     g = g or GraphBuilder("memgpt-fused-decoder")
-    decoder = FusedDecoder(recipe, weights, g, precision)
+    decoder = FusedDecoder(recipe, weights, g, precision, rows)
     ids = decoder.embed()
     for layer in range(recipe.num_layers):
         decoder.layer(layer)

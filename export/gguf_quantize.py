@@ -10,7 +10,9 @@ operators:
     integer zero points; Q8_0 and Q6_K embedding tables become GatherBlockQuantized the same way;
   - formats with a per-block minimum (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K): x·W = Σ_b d_b (x_b·q_b) + m_b Σ x_b, a
     MatMulNBits of the codes with zero point 0 whose K/block extra output columns are the block sums of x
-    (codes 1 on their block), then those sums times the (K/block, N) matrix of minimums, added.
+    (codes 1 on their block), split off, then those sums times the (K/block, N) matrix of minimums, added: one
+    `Gemm(sums, minimums, C = codes' product)` when x is (rows, K), as the fused graph built for this scheme
+    has it (`ROWS`), else `MatMul` then `Add` (Gemm takes 2-D inputs only).
 Columns of different formats in one node (Q4_K_M's q|k in Q4_K and v in Q6_K) become one MatMulNBits each,
 concatenated. A node with a row the file does not hold exactly, or in a format that is not integer codes (float
 tensors, IQ grids), falls back to the int8 path for that node only, and the description says which and why.
@@ -48,7 +50,8 @@ SCHEME = "gguf"
 FALLBACK = "int8"  # what a weight the file cannot give exactly becomes: 8-bit round-to-nearest (quantize.py)
 GATHER_BITS = (4, 8)  # GatherBlockQuantized's widths
 CENTER_MINIMUMS = True  # see _centered
-MINIMUMS_SUFFIX = "_minimums"  # the float MatMul of block sums by minimums (small: K/block rows)
+MINIMUMS_SUFFIX = "_minimums"  # the float MatMul/Gemm of block sums by minimums (small: K/block rows)
+ROWS = True  # build the fused graph's stream as 2-D rows for this scheme: Split + Gemm per minimum group, not 3 nodes
 
 
 class GGUFRows:
@@ -95,8 +98,11 @@ class GGUFRows:
         return found
 
 
-def quantize_gguf(proto: Any, gguf_path: str | Path) -> tuple[Any, dict[str, Any]]:
-    """Rewrite the fp32 `proto`'s weight MatMuls and embedding tables with the GGUF file's codes; a manifest dict."""
+def quantize_gguf(proto: Any, gguf_path: str | Path, two_d: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Rewrite the fp32 `proto`'s weight MatMuls and embedding tables with the GGUF file's codes; a manifest dict.
+
+    `two_d`: every weight MatMul's input is 2-D (rows, K), as in a fused graph built with `rows`; the minimum
+    terms are then one Gemm each instead of a MatMul and an Add."""
     fold_transposed_weights(proto)
     name_unnamed_nodes(proto)
     split_gemms(proto)
@@ -120,7 +126,7 @@ def quantize_gguf(proto: Any, gguf_path: str | Path) -> tuple[Any, dict[str, Any
         if runs is None:
             fallback[node.name] = why
             return None
-        nodes, new = _matmul_nodes(node, runs)
+        nodes, new = _matmul_nodes(node, runs, two_d)
         kept[node.name] = {
             "gguf": sorted({rows.names[t] for run in runs for t, _ in run[1]}),
             "formats": [_describe(blocks) for blocks, _ in runs],
@@ -137,7 +143,9 @@ def quantize_gguf(proto: Any, gguf_path: str | Path) -> tuple[Any, dict[str, Any
         raise ExportError(
             f"gguf quantization left {len(left)} float weight MatMul(s) (e.g. {left[:1]}); please report it"
         )
-    return proto, _description(targets, head, kept, fallback, blocks, embeddings, tables, tensors, Path(gguf_path))
+    description = _description(targets, head, kept, fallback, blocks, embeddings, tables, tensors, Path(gguf_path))
+    description["minimum_nodes"] = "Split, Gemm" if two_d else "Split, MatMul, Add"  # after each codes' MatMulNBits
+    return proto, description
 
 
 def _exact_runs(rows: GGUFRows, columns: np.ndarray) -> tuple[list[tuple[ExactBlocks, list]] | None, list | None, str]:
@@ -183,7 +191,7 @@ def _gather(rows: GGUFRows, places: list[tuple[int, int]]) -> ExactBlocks:
     )
 
 
-def _matmul_nodes(node: Any, runs: list[tuple[ExactBlocks, list]]) -> tuple[list[Any], list[Any]]:
+def _matmul_nodes(node: Any, runs: list[tuple[ExactBlocks, list]], two_d: bool) -> tuple[list[Any], list[Any]]:
     """The nodes and initializers replacing MatMul `node` (input x, its (K, N) weight) by its exact runs."""
     from onnx import helper
 
@@ -192,7 +200,7 @@ def _matmul_nodes(node: Any, runs: list[tuple[ExactBlocks, list]]) -> tuple[list
     for i, (blocks, _) in enumerate(runs):
         name = f"{node.name}_gguf{i}" if len(runs) > 1 else f"{node.name}_gguf"
         y = out if len(runs) == 1 else f"{name}/out"
-        n_nodes, n_tensors = _run_nodes(x, blocks, name, y)
+        n_nodes, n_tensors = _run_nodes(x, blocks, name, y, two_d)
         nodes += n_nodes
         tensors += n_tensors
         outputs.append(y)
@@ -201,8 +209,8 @@ def _matmul_nodes(node: Any, runs: list[tuple[ExactBlocks, list]]) -> tuple[list
     return nodes, tensors
 
 
-def _run_nodes(x: str, blocks: ExactBlocks, name: str, out: str) -> tuple[list[Any], list[Any]]:
-    """One MatMulNBits (+ the minimums' product) computing x @ blocks^T into `out`."""
+def _run_nodes(x: str, blocks: ExactBlocks, name: str, out: str, two_d: bool) -> tuple[list[Any], list[Any]]:
+    """One MatMulNBits (+ the minimums' product) computing x @ blocks^T into `out`; x is (rows, K) if `two_d`."""
     from onnx import helper, numpy_helper
 
     blocks = _centered(blocks)
@@ -257,11 +265,15 @@ def _run_nodes(x: str, blocks: ExactBlocks, name: str, out: str) -> tuple[list[A
             accuracy_level=ACCURACY_LEVEL,
         ),
         helper.make_node("Split", [both, split], [codes_part, sums_part], name=f"{name}_split", axis=-1),
-        helper.make_node(
-            "MatMul", [sums_part, f"{name}.minimums"], [f"{name}/minimums"], name=f"{name}{MINIMUMS_SUFFIX}"
-        ),
-        helper.make_node("Add", [codes_part, f"{name}/minimums"], [out], name=f"{name}_add_minimums"),
     ]
+    minimums = f"{name}{MINIMUMS_SUFFIX}"
+    if two_d:  # (rows, K/block) @ (K/block, N) + codes' (rows, N), one node
+        nodes.append(helper.make_node("Gemm", [sums_part, f"{name}.minimums", codes_part], [out], name=minimums))
+    else:
+        nodes += [
+            helper.make_node("MatMul", [sums_part, f"{name}.minimums"], [f"{name}/minimums"], name=minimums),
+            helper.make_node("Add", [codes_part, f"{name}/minimums"], [out], name=f"{name}_add_minimums"),
+        ]
     return nodes, tensors
 
 

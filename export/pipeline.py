@@ -21,7 +21,7 @@ from memgpt_runtime.manifest import Manifest
 from .architectures import Architecture, ModelShape, architecture_for
 from .every_position import with_every_position
 from .fused_export import export_fused, streamed_weights
-from .gguf_quantize import check_gguf_source, fallback_line, quantize_gguf
+from .gguf_quantize import ROWS, check_gguf_source, fallback_line, quantize_gguf
 from .graph_spec import DecoderGraph
 from .hub import reach_hub
 from .manifest_builder import build_manifest, token_spec
@@ -78,16 +78,16 @@ def write_manifest(manifest: Manifest, folder: Path) -> Path:
     return replace(manifest, files=record_files(folder)).write(folder)
 
 
-def export_graph(model: Any, shape: ModelShape, workdir: Path) -> tuple[Path, DecoderGraph, str]:
-    """The fp32 decoder graph of a loaded model: fused for the families of `families.py`, optimum's export for the
-    rest; path, names, method. (A checkpoint the export can read tensor by tensor is streamed instead:
-    `fused_export.py`.)"""
+def export_graph(model: Any, shape: ModelShape, workdir: Path, rows: bool = False) -> tuple[Path, DecoderGraph, str]:
+    """The fp32 decoder graph of a loaded model: fused for the families of `families.py` (its stream as 2-D rows
+    if `rows`), optimum's export for the rest; path, names, method. (A checkpoint the export can read tensor by
+    tensor is streamed instead: `fused_export.py`.)"""
     from .families import recipe_for, recipe_refusal
     from .fused_graph import build_fused_graph
     from .weights import StateDictWeights
 
     if recipe_refusal(model.config) is None:
-        proto, decoder = build_fused_graph(recipe_for(model.config), StateDictWeights(model))
+        proto, decoder = build_fused_graph(recipe_for(model.config), StateDictWeights(model), rows=rows)
         workdir.mkdir(parents=True, exist_ok=True)
         return workdir / save_onnx(proto, workdir), decoder, "fused"
     path = export_onnx(model, workdir)
@@ -98,8 +98,9 @@ def _decoder_only(
     loaded: LoadedModel, architecture: Architecture, shape: ModelShape, scheme: str, staging: Path, progress: Progress
 ) -> Manifest:
     work = staging / WORK_SUBDIR
+    rows = scheme == "gguf" and ROWS  # 2-D rows give each GGUF minimum term one Gemm (gguf_quantize.py)
     with progress.step("export to ONNX"):
-        fp32_path, decoder, method = export_graph(loaded.model, shape, work)
+        fp32_path, decoder, method = export_graph(loaded.model, shape, work, rows=rows)
     with progress.step("validate fp32 graph against PyTorch"):
         cases = validation_cases(loaded.tokenizer, decoder.vocab_size, shape.context_length)
         references = torch_reference(loaded.model, cases)
@@ -109,7 +110,8 @@ def _decoder_only(
     else:
         with progress.step(f"quantize to {scheme}"):
             gguf = Path(loaded.source.load_from) / loaded.source.gguf_file if scheme == "gguf" else None
-            model_file, quantization = _quantize_and_save(fp32_path, scheme, staging, gguf=gguf)
+            rows = rows and method == "fused"
+            model_file, quantization = _quantize_and_save(fp32_path, scheme, staging, gguf=gguf, rows=rows)
         if scheme == "gguf" and fallback_line(quantization):
             progress.say(fallback_line(quantization))
         with progress.step(f"measure {scheme} graph against PyTorch"):
@@ -157,10 +159,10 @@ def _encoder_decoder(
 
 
 def _quantize_and_save(
-    fp32_path: Path, scheme: str, folder: Path, name: str = MODEL_FILE, gguf: Path | None = None
+    fp32_path: Path, scheme: str, folder: Path, name: str = MODEL_FILE, gguf: Path | None = None, rows: bool = False
 ) -> tuple[str, dict[str, Any]]:
     import onnx
 
     proto = onnx.load(str(fp32_path))
-    proto, quantization = quantize_gguf(proto, gguf) if scheme == "gguf" else quantize_graph(proto, scheme)
+    proto, quantization = quantize_gguf(proto, gguf, two_d=rows) if scheme == "gguf" else quantize_graph(proto, scheme)
     return save_onnx(proto, folder, name), quantization

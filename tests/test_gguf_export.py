@@ -82,16 +82,18 @@ def _dequantized_logits(gguf_path) -> np.ndarray:
         return model(torch.tensor([TEXT])).logits.numpy()
 
 
-def _graph_logits(folder, tmp_path, accuracy_level: int | None = None) -> np.ndarray:
-    """The export's logits at every position of TEXT; with its MatMulNBits at `accuracy_level` if given."""
+def _graph_logits(folder, tmp_path, accuracy_level: int | None = None, path=None) -> np.ndarray:
+    """The export's logits (or those of the graph at `path`, with the export's names) at every position of TEXT;
+    with its MatMulNBits at `accuracy_level` if given."""
     manifest = read_manifest(folder)
-    path = folder / manifest.model_file
+    path = path or folder / manifest.model_file
     if accuracy_level is not None:
         proto = onnx.load(str(path))
         for node in proto.graph.node:
             for attribute in node.attribute:
                 if node.op_type == "MatMulNBits" and attribute.name == "accuracy_level":
                     attribute.i = accuracy_level
+        tmp_path.mkdir(parents=True, exist_ok=True)
         path = tmp_path / "model.onnx"
         onnx.save(proto, str(path))
     session = DecoderSession(path, manifest.graph, manifest.kv_cache, manifest.vocab_size, manifest.context_length)
@@ -139,21 +141,54 @@ def test_a_q4_k_m_mix_splits_q_k_v_by_format(gguf_exports):
     assert [n.op_type for n in graph.node if n.name.startswith("layers.0.qkv_proj_gguf")] == [
         "MatMulNBits",
         "Split",
-        "MatMul",
-        "Add",
+        "Gemm",
         "MatMulNBits",
         "Concat",
     ]
 
 
-def test_formats_with_minimums_add_block_sums_times_minimums(gguf_exports):
+def test_formats_with_minimums_add_block_sums_times_minimums_in_one_gemm(gguf_exports):
     _, folder = gguf_exports("q4_1")
     graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
-    node = next(n for n in graph.node if n.name == "layers.0.o_proj_gguf")
-    attrs = {a.name: a.i for a in node.attribute}
+    nodes = [n for n in graph.node if n.name.startswith("layers.0.o_proj_gguf")]
+    assert [n.op_type for n in nodes] == ["MatMulNBits", "Split", "Gemm"]
+    nbits, split, gemm = nodes
+    attrs = {a.name: a.i for a in nbits.attribute}
     assert (attrs["K"], attrs["N"], attrs["bits"], attrs["block_size"]) == (256, 256 + 256 // 32, 4, 32)
+    codes, sums = split.output  # (rows, N) and (rows, K / block): the stream is 2-D rows
+    assert list(gemm.input) == [sums, "layers.0.o_proj_gguf.minimums", codes] and not gemm.attribute
     minimums = next(t for t in graph.initializer if t.name == "layers.0.o_proj_gguf.minimums")
     assert list(minimums.dims) == [256 // 32, 256]  # (K / block, N)
+    assert read_manifest(folder).quantization["minimum_nodes"] == "Split, Gemm"
+
+
+@pytest.mark.parametrize("mix", ["q4_1", "q4_k_m"])
+def test_the_rows_form_gives_the_logits_of_the_3d_form(gguf_exports, mix, tmp_path):
+    """The export (2-D rows, Split + Gemm) against the same file's codes in a 3-D stream (Split, MatMul, Add)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from export.every_position import enable_every_position
+    from export.families import recipe_for
+    from export.fused_graph import build_fused_graph
+    from export.gguf_quantize import quantize_gguf
+    from export.weights import StateDictWeights
+
+    path, folder = gguf_exports(mix)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
+    proto, _ = build_fused_graph(recipe_for(model.config), StateDictWeights(model))
+    proto, description = quantize_gguf(proto, path)
+    enable_every_position(proto)
+    assert description["minimum_nodes"] == "Split, MatMul, Add"
+    assert "Gemm" not in {n.op_type for n in proto.graph.node}
+    three_d = tmp_path / "3d"
+    three_d.mkdir()
+    onnx.save(proto, str(three_d / "model.onnx"))
+    for level in (None, 0):  # as exported (int8 activations), then with float activations
+        rows = _graph_logits(folder, tmp_path / f"rows-{level}", level)
+        other = _graph_logits(folder, tmp_path / f"3d-{level}", level, three_d / "model.onnx")
+        np.testing.assert_allclose(rows, other, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(rows, _dequantized_logits(path), atol=2e-4)
 
 
 def test_a_type_without_integer_codes_falls_back_to_int8_for_its_tensors_only(wide_llama_dir, tmp_path):
