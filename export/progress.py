@@ -31,4 +31,6 @@ class Progress:
         self.say(f"{name} ...")
         yield
         now = time.perf_counter()
-        self.say(f"{name} done ({now - began:.1f}s, cpu {time.process_time() - cpu:.1f}s, total {now - self.start:.1f}s)")
+        self.say(
+            f"{name} done ({now - began:.1f}s, cpu {time.process_time() - cpu:.1f}s, total {now - self.start:.1f}s)"
+        )
