@@ -163,11 +163,20 @@ def _session_with_outputs(proto: Any, tensors: list[str]) -> Any:
 def _session(proto: Any) -> Any:
     import onnxruntime as ort
 
+    return ort.InferenceSession(
+        proto.SerializeToString(), sess_options=session_options(), providers=["CPUExecutionProvider"]
+    )
+
+
+def session_options() -> Any:
+    """The runtime's session options, with the thread pool's spinning off: a calibration step is many small
+    parallel sections, and on a shared machine threads spinning between them took ~45% of its CPU time
+    (docs/streaming-export.md)."""
     from memgpt_runtime.session import make_session_options
 
-    return ort.InferenceSession(
-        proto.SerializeToString(), sess_options=make_session_options(), providers=["CPUExecutionProvider"]
-    )
+    options = make_session_options()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def _cache_protocol(proto: Any) -> _CacheProtocol | None:

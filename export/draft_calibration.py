@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibrate import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, FOLD_EVERY, SEED, START_TOKEN
+from .calibrate import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, FOLD_EVERY, SEED, START_TOKEN, session_options
 from .graph_spec import DecoderGraph
 
 CALIBRATION_FILE = "calibration.onnx"  # the draft's nodes with the weights' inputs as outputs; its weights stay put
@@ -60,13 +60,11 @@ def _session_with_inputs(draft: Path, tensors: list[str]) -> Any:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from memgpt_runtime.session import make_session_options
-
     proto = onnx.load(str(draft), load_external_data=False)  # references to model.onnx.data, which stays where it is
     proto.graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in tensors)
     path = draft.parent / CALIBRATION_FILE
     onnx.save_model(proto, str(path))
-    return ort.InferenceSession(str(path), sess_options=make_session_options(), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), sess_options=session_options(), providers=["CPUExecutionProvider"])
 
 
 def _run(

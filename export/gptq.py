@@ -8,7 +8,7 @@ from the calibration is the (K, K) Gram matrix H = X^T X / positions (`calibrate
 (the importance-weighted search of `blockwise.py`, with diag(H) as the importance), so the result packs into the
 same MatMulNBits layout as any other blockwise weight. The quantizer uses it for the LM head only: on every
 layer it made SmolLM2's perplexity worse (docs/quantization.md). The channel loop runs compiled
-(quant_kernels.gptq_search, gptq_round); this file knows nothing of graphs.
+(quant_kernels.gptq_group); this file knows nothing of graphs.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .blockwise import REFINE_STEPS, SHIFTS, SHRINKS, Blockwise, pack
-from .quant_kernels import gptq_round, gptq_search
+from .quant_kernels import gptq_group
 
 # fraction of H's mean diagonal added to its diagonal; the reference's 0.01 fits a few thousand calibration
 # positions too closely (docs/quantization.md)
@@ -40,28 +40,21 @@ def gptq(
     if k % block_size:
         raise ValueError(f"GPTQ needs whole blocks: K={k} is not a multiple of the block size {block_size}")
     spread, importance, dead = factors if factors is not None else gptq_factors(gram)
-    top = 2**bits - 1
-    columns = np.array(w.T, np.float32)  # (K, N): channel-major, updated in place as channels are quantized
+    # (K, N) channel-major, updated in place as channels are quantized; subtle: np.array(w.T) would keep w's
+    # memory order, and every loop over rows would stride by K
+    columns = np.ascontiguousarray(w.T, np.float32)
     columns[dead, :] = 0.0
-    k_blocks = k // block_size
-    codes = np.empty((n, k_blocks, block_size), np.float32)
-    scales = np.empty((n, k_blocks), np.float32)
-    zeros = np.empty((n, k_blocks), np.float32)
-    shrinks, shifts = np.array(SHRINKS, np.float32), np.array(SHIFTS, np.float32)
+    blocks = importance.reshape(-1, block_size)
+    # each block's error weights: its importance over its mean (as blockwise weighs the searched codes)
+    weights = np.stack([row / max(float(row.mean()), 1e-12) for row in blocks]).astype(np.float32)
+    codes = np.empty((n, k // block_size, block_size), np.uint8)
+    scales = np.empty((n, k // block_size), np.float32)
+    zeros = np.empty((n, k // block_size), np.float32)
+    search = (np.array(SHRINKS, np.float32), np.array(SHIFTS, np.float32), REFINE_STEPS, 2**bits - 1)
     for start in range(0, k, GROUP):  # lazy batches (the GPTQ paper's): later channels are updated once per group
         end = min(k, start + GROUP)
-        errors = np.empty((end - start, n), np.float32)
-        for lo in range(start, end, block_size):
-            hi, b = lo + block_size, lo // block_size
-            weights = importance[lo:hi] / max(float(importance[lo:hi].mean()), 1e-12)  # the block's error weights
-            # its scale and zero point from the rows as they are now, then its channels in order, each error
-            # spread to the block's later channels (compiled)
-            scale, zero = gptq_search(columns, lo, block_size, weights, shrinks, shifts, REFINE_STEPS, top)
-            block_codes, errors[lo - start : hi - start] = gptq_round(columns, lo, block_size, spread, scale, zero, top)
-            codes[:, b, :], scales[:, b], zeros[:, b] = block_codes.T, scale, zero
-            if hi < end:  # the block's errors onto the rest of its group
-                columns[hi:end] -= spread[lo:hi, hi:end].T @ errors[lo - start : hi - start]
-        if end < k:  # the group's errors onto every later channel at once
+        errors = gptq_group(columns, spread, weights, start, end, block_size, *search, codes, scales, zeros)
+        if end < k:  # the group's errors onto every later channel at once (the product on every core)
             columns[end:] -= spread[start:end, end:].T @ errors
     return pack(codes, scales, zeros, bits, block_size, k)
 

@@ -55,7 +55,7 @@ class ExternalStore:
         length = 0
         for chunk in chunks:
             data = np.ascontiguousarray(chunk, dtype)
-            self._file.write(data.tobytes())
+            self._file.write(data.reshape(-1).view(np.uint8))  # the array's own bytes, not a copy of them
             length += data.nbytes
         expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
         if length != expected:

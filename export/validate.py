@@ -71,16 +71,20 @@ def torch_reference(model: Any, cases: list[Case]) -> list[np.ndarray]:
 
 
 def torch_logits(model: Any, feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-    """PyTorch logits, (batch, seq, vocab) float32, of one forward pass without a cache per feed of numpy inputs."""
+    """PyTorch logits, (batch, seq, vocab) float32, of one forward pass without a cache per feed of numpy inputs;
+    feeds with the same inputs share one pass (two of the validation cases feed the same prompt)."""
     import torch
 
+    done: dict[tuple, np.ndarray] = {}
+    logits = []
     with torch.no_grad():
-        return [
-            model(**{name: torch.from_numpy(array) for name, array in feed.items()}, use_cache=False)
-            .logits.float()
-            .numpy()
-            for feed in feeds
-        ]
+        for feed in feeds:
+            key = tuple((name, array.shape, array.dtype.str, array.tobytes()) for name, array in sorted(feed.items()))
+            if key not in done:
+                inputs = {name: torch.from_numpy(array) for name, array in feed.items()}
+                done[key] = model(**inputs, use_cache=False).logits.float().numpy()
+            logits.append(done[key])
+    return logits
 
 
 def compare_graph(path: Path, graph: DecoderGraph, cases: list[Case], references: list[np.ndarray]) -> dict[str, Any]:
