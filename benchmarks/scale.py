@@ -311,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", help="name of this code in the results (default: 'this' or the --code folder)")
     parser.add_argument("--no-decode", action="store_true", help="time exports only")
     parser.add_argument(
+        "--decode-only",
+        type=int,
+        metavar="ROUNDS",
+        help="no export: decode the folders already in --work against PyTorch, alternated, for ROUNDS rounds",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep every exported folder (default: only each shape's last)"
     )
     parser.add_argument(
@@ -328,6 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     for shape in args.shapes.split(","):
         checkpoint = write_checkpoint(shape, args.work / shape / "hf")
         entry = results.setdefault(shape, {"parameters": parameter_count(SHAPES[shape]), "exports": {}, "decode": {}})
+        if args.decode_only:
+            folders = [args.work / shape / f"{label}-{p}" for p in args.precisions.split(",")]
+            engines = pytorch_engines(entry, args.pytorch)
+            entry["decode_rounds"] = decode_rounds(folders, checkpoint, engines, args)
+            results_path.write_text(json.dumps(results, indent=2))
+            continue
         for precision in args.precisions.split(","):
             output = args.work / shape / f"{label}-{precision}"
             print(f"{shape} {label} {precision}: exporting", file=sys.stderr, flush=True)
@@ -343,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.keep and precision != args.precisions.split(",")[-1] and output.is_dir():
                 shutil.rmtree(output)
         if not args.no_decode:
-            engines = ["bfloat16"] + (["float32"] if entry["parameters"] * 4 < physical_memory() / 2 else [])
-            engines = engines if args.pytorch == "auto" else [e for e in args.pytorch.split(",") if e]
-            for engine in engines:
+            for engine in pytorch_engines(entry, args.pytorch):
                 entry["decode"][f"pytorch {engine}"] = measure_decode(
                     engine, checkpoint, args.tokens, args.repeats, args.threads
                 )
@@ -353,6 +363,36 @@ def main(argv: list[str] | None = None) -> int:
         results_path.write_text(json.dumps(results, indent=2))
     print(table(results))
     return 0
+
+
+def pytorch_engines(entry: dict, choice: str) -> list[str]:
+    """PyTorch dtypes to decode with: `choice`, or bf16 and fp32 when fp32 fits in half of this machine's memory."""
+    if choice != "auto":
+        return [e for e in choice.split(",") if e]
+    return ["bfloat16"] + (["float32"] if entry["parameters"] * 4 < physical_memory() / 2 else [])
+
+
+def decode_rounds(folders: list[Path], checkpoint: Path, engines: list[str], args: argparse.Namespace) -> list[dict]:
+    """Each round decodes every memgpt folder, then every PyTorch dtype, one after the other; a round's ratio is
+    memgpt's speed over the faster PyTorch of the same round, so the machine's drift between rounds cancels."""
+    rounds = []
+    for number in range(args.decode_only):
+        speeds = {}
+        for name, engine, path in [
+            *(("memgpt " + f.name, "memgpt", f) for f in folders),
+            *(("pytorch " + e, e, checkpoint) for e in engines),
+        ]:
+            load = os.getloadavg()[0]
+            figures = measure_decode(engine, path, args.tokens, args.repeats, args.threads)
+            speeds[name] = {**figures, "load_before": load}
+            print(f"  round {number + 1} {name}: {figures}", file=sys.stderr, flush=True)
+        best = max((v.get("tokens_per_s", 0) for k, v in speeds.items() if k.startswith("pytorch")), default=0)
+        for name, figures in speeds.items():
+            if name.startswith("memgpt") and best and "tokens_per_s" in figures:
+                figures["vs_pytorch"] = figures["tokens_per_s"] / best
+                print(f"  round {number + 1} {name}: {figures['vs_pytorch']:.2f}x PyTorch", file=sys.stderr)
+        rounds.append(speeds)
+    return rounds
 
 
 def table(results: dict) -> str:
