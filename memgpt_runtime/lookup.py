@@ -32,6 +32,7 @@ CHECK_COST = 0.05
 DECAY = 0.7
 PRIOR = (1.0, 1.0)
 
+
 def draft(
     seq: np.ndarray,
     num_tokens: int,
@@ -120,6 +121,7 @@ class Pacing:
         draft that was not checked counts its first token only)."""
         self.kept = DECAY * self.kept + kept
         self.missed = DECAY * self.missed + missed
+
 
 def lookup_calls(request: Request):
     """The coroutine of one prompt-lookup generation (one prompt; greedy or sampling per `request.config`)."""
