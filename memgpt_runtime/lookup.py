@@ -23,11 +23,14 @@ from .request import Done, Forward, GenerateResult, Prefill, Request, Rewind, St
 from .sampling import greedy_tokens, sample_tokens, token_logprobs
 
 DEFAULT_NGRAM = 2  # transformers: `max_matching_ngram_size or 2`
-# pacing (docs/lookup.md): a draft is checked only while the share of drafts whose first token the model picks
-# (a moving average, weight ADAPT per draft) stays at least GATE: a position more in a run costs about 0.2-0.4
-# of a step on this CPU, so a draft that is usually wrong would make decoding slower than without lookup
-ADAPT = 0.3
-GATE = 0.4
+# pacing (docs/lookup.md): a check of n positions costs about 1 + CHECK_COST + ROW_COST * (n - free) plain steps
+# on this CPU (tools/verify_cost.py), where `free` is the positions a plain step runs anyway (the session's
+# min_rows: a lone int4 row runs beside a scratch row); the share of drafted tokens the model confirms is a moving
+# count, each draft's weight DECAY of the next one's, starting from PRIOR (kept, missed)
+ROW_COST = 0.35
+CHECK_COST = 0.05
+DECAY = 0.7
+PRIOR = (1.0, 1.0)
 
 
 def draft(
@@ -80,28 +83,44 @@ def _allowed(seq: np.ndarray, chosen: np.ndarray, banning: list[Processor], voca
 
 
 class Pacing:
-    """How much of the next draft to check, from how the request's earlier drafts fared; depends on the tokens
+    """How many drafted tokens to check now, from how the request's earlier drafts fared; depends on the tokens
     only, so a request's model calls (and its answer) are the same in `generate()` and the engine.
 
-    The length: as transformers' "heuristic" schedule of assistant models (`AssistedCandidateGenerator.
-    update_candidate_strategy`), two more after a draft kept whole, one fewer otherwise, within [1, most]. The gate:
-    the moving share of drafts whose first token the model picked, counting drafts that were not checked (the
-    model's next token tells whether it would have been kept), so a request that stopped checking starts again
-    when its drafts turn right.
+    The drafted tokens are taken as kept one after another with a chance p (the moving share of drafted tokens
+    the model confirmed, counting the first token of drafts found but not checked: the model's next token says
+    whether it would have been kept); a check of d drafted tokens then yields (1 - p^(d+1)) / (1 - p) tokens on
+    average for 1 + CHECK_COST + ROW_COST * (d + 1 - free) steps, and the pacing checks the d up to `most` with
+    the most tokens per step, or none (a plain step) when no d beats one token per step.
+    transformers paces assistant models by a schedule instead (`AssistedCandidateGenerator.
+    update_candidate_strategy`: two more after a draft kept whole, one fewer otherwise), for a GPU on which a
+    check costs about one step whatever its length.
     """
 
-    def __init__(self, most: int):
-        self.most, self.length, self.hits = most, most, 1.0
+    def __init__(self, most: int, free: int = 1):
+        self.most, self.free = most, max(1, free)
+        self.kept, self.missed = PRIOR
+
+    def chance(self) -> float:
+        """The moving share of drafted tokens the model confirmed."""
+        return self.kept / (self.kept + self.missed)
 
     def limit(self) -> int:
         """The most drafted tokens to check now; 0 = take a plain step."""
-        return self.length if self.hits >= GATE else 0
+        p = self.chance()
+        best, best_rate, expected, reach = 0, 1.0, 1.0, 1.0
+        for d in range(1, self.most + 1):
+            reach *= p
+            expected += reach  # tokens a check of d yields on average: 1 + p + ... + p^d
+            rate = expected / (1 + CHECK_COST + ROW_COST * max(0, d + 1 - self.free))
+            if rate > best_rate:
+                best, best_rate = d, rate
+        return best
 
-    def record(self, first_kept: bool, checked: int = 0, kept: int = 0) -> None:
-        """A draft's outcome: whether its first token was the model's; of a checked one, how many were kept."""
-        self.hits = (1 - ADAPT) * self.hits + ADAPT * first_kept
-        if checked:
-            self.length = min(self.most, self.length + 2) if kept == checked else max(1, self.length - 1)
+    def record(self, kept: int, missed: bool) -> None:
+        """A draft's outcome: how many of its tokens the model confirmed, and whether it then rejected one (a
+        draft that was not checked counts its first token only)."""
+        self.kept = DECAY * self.kept + kept
+        self.missed = DECAY * self.missed + missed
 
 
 def lookup_calls(request: Request):
@@ -128,7 +147,7 @@ def lookup_calls(request: Request):
     positions = np.asarray(logits)[:, None, :]  # (1, 1 + drafted, vocab): the logits after each fed position
     drafted = np.zeros(0, np.int64)  # the tokens fed after the last one, to be checked
     unchecked = drafted  # a draft found but not checked this round (Pacing), to learn whether it was right
-    pacing = Pacing(num_tokens)
+    pacing = Pacing(num_tokens, request.free_positions)
     ids = np.empty((1, max_length), dtype=np.int64)  # (1, max_length), filled as we go
     ids[:, :prompt_len] = input_ids
     cur_len = prompt_len
@@ -147,9 +166,10 @@ def lookup_calls(request: Request):
                 break
         rejected = len(drafted) - (len(steps) - 1)  # drafts fed after the last kept one
         if len(drafted):
-            pacing.record(len(steps) > 1, len(drafted), len(drafted) - rejected)
+            pacing.record(len(drafted) - rejected, rejected > 0)
         elif len(unchecked):
-            pacing.record(bool(steps[0].tokens[0] == unchecked[0]))
+            right = bool(steps[0].tokens[0] == unchecked[0])
+            pacing.record(int(right), not right)
         if rejected:
             yield Rewind(rejected)  # the cache holds every kept token but the last, as after a plain step
         # subtle: each Step pauses before the next model call, so closing here stops the model

@@ -125,7 +125,10 @@ class LanguageModel:
             )
             ids, mask = self._decoder_start(len(source), config)
         rng = np.random.default_rng(config.seed) if config.do_sample else None
-        return Request.resolve(ids, mask, config, rng, context=self.manifest.context_length), cross
+        free = 1
+        if config.prompt_lookup_num_tokens is not None and self.manifest.kv_cache.layout == "shared":
+            free = self.session.min_rows  # a check of that many positions costs what a plain step does
+        return Request.resolve(ids, mask, config, rng, self.manifest.context_length, free), cross
 
     def _decoder_start(self, rows: int, config: GenerationConfig) -> tuple[np.ndarray, np.ndarray]:
         """The decoder's prompt of an encoder-decoder model: its start token in every row (ids, mask)."""

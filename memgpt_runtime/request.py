@@ -58,6 +58,9 @@ class Request:
     attention_mask: np.ndarray  # (batch, prompt_len) int64, 0 over padding
     config: GenerationConfig  # max_length concrete (`resolve_length`), max_new_tokens None
     rng: np.random.Generator | None = None  # the draws of sampling; None for greedy and beam search
+    # positions one model call runs for the price of a decode step (the session's min_rows: a lone int4 row runs
+    # beside a scratch row); prompt lookup's pacing reads it
+    free_positions: int = 1
 
     def __post_init__(self) -> None:
         ids, mask = self.input_ids, self.attention_mask
@@ -88,6 +91,7 @@ class Request:
         config: GenerationConfig,
         rng: np.random.Generator | None = None,
         context: int | None = None,
+        free_positions: int = 1,
     ) -> Request:
         """A request from (batch, prompt_len) ids and mask: int64 arrays, and the length fixed by `resolve_length`."""
         ids = np.asarray(input_ids, dtype=np.int64)
@@ -97,7 +101,7 @@ class Request:
                 f"input_ids must be a non-empty (batch, prompt_len) array with a mask of the same shape, "
                 f"got {ids.shape} and {mask.shape}"
             )
-        return cls(ids, mask, resolve_length(config, ids.shape[1], context), rng)
+        return cls(ids, mask, resolve_length(config, ids.shape[1], context), rng, free_positions)
 
     @property
     def prompt_len(self) -> int:

@@ -62,7 +62,10 @@ class SharedCache:
         """(rows, n) new positions -> (rows, n, vocab) logits of each; one run per row (GroupQueryAttention takes
         several positions over a past for one row at a time)."""
         tokens = np.asarray(tokens, np.int64)
-        return np.stack([self._slots.verify(row, tokens[row]).copy() for row in range(self.rows)])
+        out = np.empty((self.rows, tokens.shape[1], self._vocab), np.float32)  # (rows, n, vocab)
+        for row in range(self.rows):
+            out[row] = self._slots.verify(row, tokens[row])
+        return out
 
     def rewind(self, count: int) -> None:
         """Every row forgets its last `count` positions: its length goes back, the next write replaces them."""

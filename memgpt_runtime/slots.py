@@ -27,6 +27,7 @@ import mmap
 import numpy as np
 
 _PAGE = mmap.PAGESIZE
+BINDINGS = 16  # io bindings kept (slots.py `_binding_for`): the decode step's, and recent prompt and check runs
 
 
 class SlotCache:
@@ -49,10 +50,10 @@ class SlotCache:
         self._logits = np.empty((slots, decoder.vocab_size), np.float32)
         self._every = np.empty((0, decoder.vocab_size), np.float32)  # (positions, vocab) logits of a `verify`
         self._all_positions = graph.all_positions  # the last_index value that asks for every position, or None
-        self._binding = self._session.io_binding()
-        self._bound = None  # (start, rows) the cache buffers are bound for
-        self._bound_logits = None  # (address, shape) of the logits output bound
-        self._step_bound = None  # rows of the decode inputs bound in place, None after a prefill
+        # one io binding per (purpose, start, rows), each with its cache views bound once: a prompt-lookup check
+        # and the decode step after it would otherwise rebind every layer's past and present (2 x layers binds)
+        self._bindings: dict[tuple, list] = {}  # key -> [binding, (address, shape) of the logits bound]
+        self._step_bound = None  # rows of the decode inputs bound in place
         self.slots, self.capacity = slots, capacity
 
     @property
@@ -91,7 +92,6 @@ class SlotCache:
             self._last[start:end],
             self._logits[start:end],
         )
-        self._step_bound = None
         held += real
         return self._logits[start:end]
 
@@ -122,7 +122,6 @@ class SlotCache:
             self._last[slot : slot + 1],
             self._every[:n],
         )
-        self._step_bound = None
         self.lengths[slot] = held + n
         return self._every[:n]
 
@@ -144,10 +143,12 @@ class SlotCache:
         self._last[:rows] = 0
         self._total[...] = int(held.max()) + 1
         if self._step_bound != rows:
-            self._run(0, rows, self._tokens[:rows], self._seqlens[:rows], self._last[:rows], self._logits[:rows])
+            self._run(
+                0, rows, self._tokens[:rows], self._seqlens[:rows], self._last[:rows], self._logits[:rows], "decode"
+            )
             self._step_bound = rows
         else:
-            self._session.run_with_iobinding(self._binding)
+            self._session.run_with_iobinding(self._bindings[("decode", 0, rows)][0])
         held += live
         return self._logits[:asked]
 
@@ -189,23 +190,44 @@ class SlotCache:
                     m.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
     def _run(
-        self, start: int, rows: int, ids: np.ndarray, seqlens: np.ndarray, last: np.ndarray, logits: np.ndarray
+        self,
+        start: int,
+        rows: int,
+        ids: np.ndarray,
+        seqlens: np.ndarray,
+        last: np.ndarray,
+        logits: np.ndarray,
+        purpose: str = "run",
     ) -> None:
-        binding, graph = self._binding, self._graph
+        """One session run over slots start..start+rows. `purpose` "decode" keeps a binding of its own, whose
+        small inputs stay bound in place between steps (`decode`); every other run rebinds them."""
+        entry = self._binding_for(purpose, start, rows)
+        binding, graph = entry[0], self._graph
         binding.bind_cpu_input(graph.input_ids, ids)
         binding.bind_cpu_input(graph.seqlens_k, seqlens)
         binding.bind_cpu_input(graph.total_sequence_length, self._total)
         binding.bind_cpu_input(graph.last_index, last)
-        if self._bound != (start, rows):
+        if entry[1] != (logits.ctypes.data, logits.shape):
+            binding.bind_output(graph.logits, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+            entry[1] = (logits.ctypes.data, logits.shape)
+        self._session.run_with_iobinding(binding)
+
+    def _binding_for(self, purpose: str, start: int, rows: int) -> list:
+        """The io binding of (purpose, start, rows), its cache views bound; the least recently made of more than
+        BINDINGS is dropped."""
+        key = (purpose, start, rows)
+        entry = self._bindings.get(key)
+        if entry is None:
+            if len(self._bindings) >= BINDINGS:
+                dropped = next(k for k in self._bindings if k[0] != "decode" or k[2] != self._step_bound)
+                del self._bindings[dropped]
+            binding = self._session.io_binding()
             for name, present, buffer in zip(self._names, self._present, self._buffers):
                 view = buffer[start : start + rows]  # contiguous: slots are the outer axis
                 binding.bind_input(name, "cpu", 0, np.float32, view.shape, view.ctypes.data)
                 binding.bind_output(present, "cpu", 0, np.float32, view.shape, view.ctypes.data)
-            self._bound = (start, rows)
-        if self._bound_logits != (logits.ctypes.data, logits.shape):
-            binding.bind_output(graph.logits, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
-            self._bound_logits = (logits.ctypes.data, logits.shape)
-        self._session.run_with_iobinding(binding)
+            entry = self._bindings[key] = [binding, None]
+        return entry
 
 
 def min_rows_of(decoder) -> int:

@@ -365,15 +365,41 @@ def test_served_lookup_answer_equals_generate(tiny_llama_export, llama, tmp_path
     assert reply["choices"][0]["text"] == llama.tokenizer.decode(expected, skip_special_tokens=True)
 
 
-def test_pacing_stops_checking_drafts_that_are_usually_wrong_and_starts_again():
+def test_pacing_checks_nothing_while_drafts_are_wrong_and_more_as_they_are_kept():
     from memgpt_runtime.lookup import Pacing
 
     pacing = Pacing(10)
-    assert pacing.limit() == 10
     for _ in range(3):
-        pacing.record(False, checked=10, kept=0)
-    assert pacing.limit() == 0  # three wrong drafts in a row: plain steps
-    pacing.record(True)  # a draft that was not checked would have been right
-    assert pacing.limit() == 7  # one fewer per partly kept draft
-    pacing.record(True, checked=7, kept=7)
-    assert pacing.limit() == 9
+        pacing.record(0, True)  # three drafts whose first token the model did not pick
+    assert pacing.limit() == 0  # plain steps
+    limits = []
+    for _ in range(6):
+        pacing.record(10, False)  # drafts kept whole
+        limits.append(pacing.limit())
+    assert limits == sorted(limits) and 0 < limits[0] and limits[-1] <= 10
+    assert limits[-1] > 3
+    pacing.record(0, True)
+    assert pacing.limit() < limits[-1]  # a miss shortens the next check
+
+
+def test_pacing_checks_a_token_at_a_lower_chance_when_a_plain_step_runs_two_positions_anyway():
+    from memgpt_runtime.lookup import Pacing
+
+    one, two = Pacing(10, free=1), Pacing(10, free=2)
+    for pacing in (one, two):
+        pacing.record(0, True)
+        pacing.record(0, True)  # a chance of about one in five
+    assert one.limit() == 0 and two.limit() == 1
+    for pacing in (one, two):
+        for _ in range(10):
+            pacing.record(0, True)
+    assert one.limit() == two.limit() == 0  # a check still costs a little more than a plain step
+
+
+def test_pacing_never_checks_more_than_asked():
+    from memgpt_runtime.lookup import Pacing
+
+    pacing = Pacing(3, free=2)
+    for _ in range(10):
+        pacing.record(3, False)
+    assert pacing.limit() == 3
