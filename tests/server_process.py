@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -131,6 +132,22 @@ class ServerProcess:
             self._out.close()
         return self.process.returncode
 
+    def requests_at_once(self, path: str, body: dict, count: int, timeout: float = 120) -> list[tuple]:
+        """`count` POSTs of `body` released together from as many threads; their (status, headers, body)."""
+        answers = [None] * count
+        barrier = threading.Barrier(count)
+
+        def send(i):
+            barrier.wait(timeout=30)
+            answers[i] = self.request("POST", path, body, timeout=timeout)
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(count)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=timeout + 30)
+        return answers
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log and self.log.exists() else ""
 
@@ -143,6 +160,18 @@ def assert_error(status, body, expected_status, param=None, code=None):
         assert body["error"]["param"] == param, body
     if code is not None:
         assert body["error"]["code"] == code, body
+
+
+def assert_refused_when_full(answers: list[tuple], tokens: int) -> None:
+    """A burst on one slot and a queue of one: at least two taken and answered in full (`tokens` each), the others
+    refused at once with OpenAI's 503 and Retry-After."""
+    refused = [a for a in answers if a[0] == 503]
+    taken = [a for a in answers if a[0] == 200]
+    assert len(refused) + len(taken) == len(answers) and refused and len(taken) >= 2, [a[0] for a in answers]
+    for status, headers, body in refused:
+        assert_error(status, body, 503, code="queue_full")
+        assert int(headers["retry-after"]) >= 1
+    assert all(body["usage"]["completion_tokens"] == tokens for _, _, body in taken)
 
 
 def wait_until(predicate, timeout=20.0):

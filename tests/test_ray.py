@@ -20,7 +20,7 @@ from batch_rows import ROWS, by_id, expected_row, memgpt, read_output, write_inp
 from memgpt_runtime.batch.output import PartialOutput  # noqa: E402
 from memgpt_runtime.batch.ray_data import run_on_ray  # noqa: E402
 from memgpt_runtime.batch.rows import Row  # noqa: E402
-from server_process import ServerProcess, assert_error, wait_until  # noqa: E402
+from server_process import ServerProcess, assert_error, assert_refused_when_full, wait_until  # noqa: E402
 
 PROMPTS = ["The quick brown fox", "Once upon a time there was", "def main():", "Numbers: 0 1 2 3"]
 ROWS_KILLED = 120  # rows of the killed-replica job: enough batches of 2 that the kill lands mid-job
@@ -185,23 +185,5 @@ def test_serve_answers_as_the_single_process_server(served, lm):
 def test_a_full_replica_answers_openais_503_with_retry_after(served):
     """Eight requests at once on one replica with one slot and a queue of one: one runs, one waits, the others are
     refused by the replica's engine as by the single-process server (OpenAI's JSON, Retry-After), not by Serve."""
-    answers = [None] * 8
-    barrier = threading.Barrier(len(answers))
     body = {"model": "tiny", "prompt": PROMPTS[1], "max_tokens": 200, "temperature": 0, "min_tokens": 200}
-
-    def call(i):
-        barrier.wait(timeout=30)
-        answers[i] = served.request("POST", "/v1/completions", body, timeout=120)
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(answers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=150)
-    refused = [a for a in answers if a[0] == 503]
-    taken = [a for a in answers if a[0] == 200]
-    assert len(refused) + len(taken) == len(answers) and refused and len(taken) >= 2, [a[0] for a in answers]
-    for status, headers, answer in refused:
-        assert_error(status, answer, 503, code="queue_full")
-        assert int(headers["retry-after"]) >= 1
-    assert all(answer["usage"]["completion_tokens"] == 200 for _, _, answer in taken)
+    assert_refused_when_full(served.requests_at_once("/v1/completions", body, 8), tokens=200)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from server_process import ServerProcess, assert_error, wait_until
+from server_process import ServerProcess, assert_error, assert_refused_when_full, wait_until
 
 MAX_BODY = 4000
 
@@ -75,29 +75,8 @@ def server_model(server) -> str:
 def test_a_full_queue_answers_503_with_retry_after(server):
     """Twelve requests at once on one slot and a queue of one: one runs, one waits, the others are refused with
     503 and Retry-After (at once, not after waiting); the ones taken are answered in full."""
-    answers = [None] * 12
-    barrier = threading.Barrier(len(answers))
-
-    def run(i):
-        barrier.wait(timeout=30)
-        answers[i] = server.request(
-            "POST",
-            "/v1/completions",
-            {"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "min_tokens": 200},
-        )
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(answers))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    refused = [a for a in answers if a[0] == 503]
-    taken = [a for a in answers if a[0] == 200]
-    assert len(refused) + len(taken) == len(answers) and refused and len(taken) >= 2, [a[0] for a in answers]
-    for status, headers, body in refused:
-        assert_error(status, body, 503, code="queue_full")
-        assert int(headers["retry-after"]) >= 1
-    assert all(body["usage"]["completion_tokens"] == 200 for _, _, body in taken)
+    body = {"prompt": "Once upon a time", "max_tokens": 200, "temperature": 0, "min_tokens": 200}
+    assert_refused_when_full(server.requests_at_once("/v1/completions", body, 12), tokens=200)
     assert server.metric("memgpt_requests_running") == 0 and server.metric("memgpt_requests_waiting") == 0
 
 
