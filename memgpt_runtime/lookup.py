@@ -60,8 +60,6 @@ def draft(
             chosen = seq[start : min(start + num_tokens, length)]
             if banning and len(chosen):
                 chosen = chosen[: _allowed(seq, chosen, banning, vocab)]
-                if not len(chosen):
-                    continue
             if not len(chosen):
                 continue
             if len(eos):
