@@ -24,6 +24,7 @@ from .fused_export import export_fused, streamed_weights
 from .gguf_quantize import ROWS, check_gguf_source, fallback_line, quantize_gguf
 from .graph_spec import DecoderGraph
 from .hub import reach_hub
+from .kernel_warmup import compile_kernels
 from .manifest_builder import build_manifest, token_spec
 from .onnx_graph import MODEL_FILE, export_onnx, move_fp32_graph, read_decoder_graph, save_onnx
 from .output_folder import check_output_folder, staging_folder
@@ -51,6 +52,8 @@ def export_model(
     source = resolve_source(model)
     check_gguf_source(scheme, source.gguf_file, source.name)
     target = check_output_folder(output, force, source.model_paths())
+    if scheme != "fp32":
+        compile_kernels()  # before anything is loaded: numba's compiler then never shares the export's memory
     source = reach_hub(source)
     with staging_folder(target) as staging:
         with progress.step(f"load {source.name}"):
