@@ -5,11 +5,13 @@ Usage: .venv/bin/python tools/int4_grid_variants.py --fp32 FP32_FOLDER --base IN
 OPTIONS is a comma list of key=value: grids=0|1 (on-grid blocks keep their scales and codes; else every block is
 searched in blocks of 32, weighed by importance), joint=0|1 (zero points rounded jointly on the block sums' Gram
 matrix), cov=0|1 (... on their covariance instead), bias=0|1 (the mean error into MatMulNBits' bias input),
-damping=F. Each variant is a copy of INT4_FOLDER (tokenizer, manifest, LM head and embeddings as they are) whose
-layer MatMulNBits are re-quantized from FP32_FOLDER's weights in blocks of 32. The layer inputs' statistics (the
-mean square and mean of each channel, the Gram matrix of the block sums) are measured once on IDS.npy (rows,
-tokens; e.g. the calibration text `memgpt export --quantize int4` samples) by running FP32_FOLDER's graph as the
-export's calibration does (draft_calibration.py), and cached in DIR/stats.npz. Nothing is validated here.
+damping=F, dense=1 (a finer candidate grid for the search), power=F (importance ** F), layers=base (the base's layer codes kept), head=8 (the LM head 8-bit round-to-nearest in blocks of 32
+instead of the base's). Each variant is a copy of INT4_FOLDER (tokenizer, manifest, LM head and embeddings as
+they are) whose layer MatMulNBits are re-quantized from FP32_FOLDER's weights in blocks of 32. The layer inputs'
+statistics (the mean square and mean of each channel, the Gram matrix of the block sums) are measured once on
+IDS.npy (rows, tokens; e.g. the calibration text `memgpt export --quantize int4` samples) by running
+FP32_FOLDER's graph as the export's calibration does (draft_calibration.py), and cached in DIR/stats.npz.
+Nothing is validated here.
 """
 
 import argparse
@@ -23,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from export import grid_int4  # noqa: E402
+from export import blockwise, grid_int4  # noqa: E402
+from export.blockwise import quantize as quantize_weight  # noqa: E402
 from export.draft_calibration import _run, _session_with_inputs  # noqa: E402
 from export.graph_spec import DecoderGraph  # noqa: E402
 from memgpt_runtime.integrity import record_files  # noqa: E402
@@ -66,6 +69,10 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
     from onnx import helper, numpy_helper
 
     grid_int4.DAMPING = float(options.get("damping", grid_int4.DAMPING))
+    if options.get("dense") == "1":  # a finer candidate grid for the searched blocks
+        blockwise.SHRINKS = tuple(np.linspace(1.0, 0.7, 13))
+        blockwise.SHIFTS = tuple(np.linspace(-0.5, 0.5, 9))
+    power = float(options.get("power", 1.0))  # importance ** power: 1 as the export, 0 unweighted
     grids, joint, cov, bias = (options.get(key, "0") == "1" for key in ("grids", "joint", "cov", "bias"))
     proto = onnx.load(str(base / "model.onnx"))
     floats = {t.name: t for t in fp32_proto.graph.initializer}
@@ -73,7 +80,7 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
     nodes = layer_nodes(proto)
     start = time.perf_counter()
     for node in proto.graph.node:
-        if node.name not in nodes:
+        if node.name not in nodes or options.get("layers") == "base":
             continue
         x, prefix = node.input[0], node.input[1]
         w = numpy_helper.to_array(floats[prefix.removesuffix("_Q4")]).T  # (N, K)
@@ -84,7 +91,7 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
                 mean_sums = stats[f"{x}/mean"].reshape(-1, grid_int4.GRID_BLOCK).sum(axis=1)
                 sums_gram = sums_gram - np.outer(mean_sums, mean_sums)
         q, b = grid_int4.quantize_on_grids(
-            w, stats[f"{x}/importance"], sums_gram, stats[f"{x}/mean"] if bias else None, grids
+            w, stats[f"{x}/importance"] ** power, sums_gram, stats[f"{x}/mean"] if bias else None, grids
         )
         for name, array in (
             (prefix, q.packed),
@@ -98,6 +105,19 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
         if b is not None:
             proto.graph.initializer.append(numpy_helper.from_array(b, f"{prefix}_bias"))
             node.input.extend(["", f"{prefix}_bias"])  # MatMulNBits' inputs 4 (g_idx, absent) and 5 (bias)
+    if options.get("head") == "8":  # the tied LM head (a Q8_0 table in the GGUF file) 8-bit, blocks of 32
+        head = next(n for n in proto.graph.node if n.op_type == "MatMulNBits" and "lm_head" in n.name)
+        q = quantize_weight(numpy_helper.to_array(floats["embed_tokens.weight"]), 8, 32, "rtn")
+        prefix = head.input[1]
+        for name, array in (
+            (prefix, q.packed),
+            (f"{prefix}_scales", q.scales),
+            (f"{prefix}_zero_points", q.zero_points),
+        ):
+            inits[name].CopyFrom(numpy_helper.from_array(array, name))
+        for attribute in head.attribute:
+            if attribute.name in ("bits", "block_size"):
+                attribute.CopyFrom(helper.make_attribute(attribute.name, 8 if attribute.name == "bits" else 32))
     seconds = time.perf_counter() - start
     manifest = read_manifest(base, check_files=False)
     for file in base.iterdir():
@@ -105,10 +125,11 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
             shutil.copy(file, out / file.name)
     onnx.save_model(proto, str(out / manifest.model_file))
     quantization = dict(manifest.quantization)
-    quantization["block_size_by_node"] = {
-        **quantization.get("block_size_by_node", {}),
-        **{name.removesuffix("_Q4"): grid_int4.GRID_BLOCK for name in nodes},
-    }
+    if options.get("layers") != "base":
+        quantization["block_size_by_node"] = {
+            **quantization.get("block_size_by_node", {}),
+            **{name.removesuffix("_Q4"): grid_int4.GRID_BLOCK for name in nodes},
+        }
     quantization["algorithm"] = f"grid-aware 4-bit ({options}), GPTQ 4-bit head"
     replace(replace(manifest, quantization=quantization), files=record_files(out)).write(out)
     print(f"{out.name}: {len(nodes)} weights in {seconds:.0f} s", flush=True)
