@@ -5,7 +5,8 @@ Usage: .venv/bin/python tools/int4_grid_variants.py --fp32 FP32_FOLDER --base IN
 OPTIONS is a comma list of key=value: grids=0|1 (on-grid blocks keep their scales and codes; else every block is
 searched in blocks of 32, weighed by importance), joint=0|1 (zero points rounded jointly on the block sums' Gram
 matrix), cov=0|1 (... on their covariance instead), bias=0|1 (the mean error into MatMulNBits' bias input),
-damping=F, dense=1 (a finer candidate grid for the search), power=F (importance ** F), layers=base (the base's layer codes kept), head=8 (the LM head 8-bit round-to-nearest in blocks of 32
+damping=F, dense=1 (a finer candidate grid for the search), power=F (importance ** F), only=A|B (only
+the layer weights whose names contain A or B; the others keep the base's codes), layers=base (the base's layer codes kept), head=8 (the LM head 8-bit round-to-nearest in blocks of 32
 instead of the base's). Each variant is a copy of INT4_FOLDER (tokenizer, manifest, LM head and embeddings as
 they are) whose layer MatMulNBits are re-quantized from FP32_FOLDER's weights in blocks of 32. The layer inputs'
 statistics (the mean square and mean of each channel, the Gram matrix of the block sums) are measured once on
@@ -82,6 +83,8 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
     for node in proto.graph.node:
         if node.name not in nodes or options.get("layers") == "base":
             continue
+        if "only" in options and not any(part in node.name for part in options["only"].split("|")):
+            continue
         x, prefix = node.input[0], node.input[1]
         w = numpy_helper.to_array(floats[prefix.removesuffix("_Q4")]).T  # (N, K)
         sums_gram = None
@@ -128,7 +131,11 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
     if options.get("layers") != "base":
         quantization["block_size_by_node"] = {
             **quantization.get("block_size_by_node", {}),
-            **{name.removesuffix("_Q4"): grid_int4.GRID_BLOCK for name in nodes},
+            **{
+                name.removesuffix("_Q4"): grid_int4.GRID_BLOCK
+                for name in nodes
+                if "only" not in options or any(part in name for part in options["only"].split("|"))
+            },
         }
     quantization["algorithm"] = f"grid-aware 4-bit ({options}), GPTQ 4-bit head"
     replace(replace(manifest, quantization=quantization), files=record_files(out)).write(out)
