@@ -6,7 +6,8 @@ OPTIONS is a comma list of key=value: grids=0|1 (on-grid blocks keep their scale
 searched in blocks of 32, weighed by importance), joint=0|1 (zero points rounded jointly on the block sums' Gram
 matrix), cov=0|1 (... on their covariance instead), bias=0|1 (the mean error into MatMulNBits' bias input),
 damping=F, dense=1 (a finer candidate grid for the search), power=F (importance ** F), only=A|B (only
-the layer weights whose names contain A or B; the others keep the base's codes), layers=base (the base's layer codes kept), head=8 (the LM head 8-bit round-to-nearest in blocks of 32
+the layer weights whose names contain A or B; the others keep the base's codes), eight=A|B (those 8-bit
+round-to-nearest), layers=base (the base's layer codes kept), head=8 (the LM head 8-bit round-to-nearest in blocks of 32
 instead of the base's). Each variant is a copy of INT4_FOLDER (tokenizer, manifest, LM head and embeddings as
 they are) whose layer MatMulNBits are re-quantized from FP32_FOLDER's weights in blocks of 32. The layer inputs'
 statistics (the mean square and mean of each channel, the Gram matrix of the block sums) are measured once on
@@ -93,9 +94,13 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
             if cov:
                 mean_sums = stats[f"{x}/mean"].reshape(-1, grid_int4.GRID_BLOCK).sum(axis=1)
                 sums_gram = sums_gram - np.outer(mean_sums, mean_sums)
-        q, b = grid_int4.quantize_on_grids(
-            w, stats[f"{x}/importance"] ** power, sums_gram, stats[f"{x}/mean"] if bias else None, grids
-        )
+        eight = "eight" in options and any(part in node.name for part in options["eight"].split("|"))
+        if eight:  # 8-bit round-to-nearest in blocks of 32, as a GGUF Q8_0 tensor would be
+            q, b = quantize_weight(w, 8, grid_int4.GRID_BLOCK, "rtn"), None
+        else:
+            q, b = grid_int4.quantize_on_grids(
+                w, stats[f"{x}/importance"] ** power, sums_gram, stats[f"{x}/mean"] if bias else None, grids
+            )
         for name, array in (
             (prefix, q.packed),
             (f"{prefix}_scales", q.scales),
@@ -105,6 +110,8 @@ def variant(base: Path, fp32_proto, stats: dict[str, np.ndarray], out: Path, opt
         for attribute in node.attribute:
             if attribute.name == "block_size":
                 attribute.CopyFrom(helper.make_attribute("block_size", grid_int4.GRID_BLOCK))
+            if attribute.name == "bits":
+                attribute.CopyFrom(helper.make_attribute("bits", q.bits))
         if b is not None:
             proto.graph.initializer.append(numpy_helper.from_array(b, f"{prefix}_bias"))
             node.input.extend(["", f"{prefix}_bias"])  # MatMulNBits' inputs 4 (g_idx, absent) and 5 (bias)
