@@ -25,8 +25,8 @@ from .gptq import gptq
 
 SCHEMES = ("fp32", "int8", "int4", "gguf")  # gguf: gguf_quantize.py, from the GGUF file's own codes
 BLOCK_SIZE = 32
-# blocks of 64 for 8-bit and importance-weighted 4-bit weights: fewer scales to read per token, for a small
-# loss (docs/quantization.md)
+# blocks of 64 for 8-bit weights: fewer scales to read per token, for no measurable loss at 8 bits; 4-bit ones
+# stay in blocks of 32, the GGUF files' own (docs/quantization.md, docs/int4-quality.md)
 WIDE_BLOCK_SIZE = 64
 ACCURACY_LEVEL = 4  # int8 activations: the fast kernels (a float-activation 8-bit path is ~50x slower here)
 # attention input projections: 8-bit in int4 when no importance was measured for them
@@ -118,11 +118,10 @@ def algorithm_note(plan: dict[str, tuple[int, str]], head: str) -> str:
 def block_size_for(bits: int, k: int, method: str) -> int:
     """Block size along K for one weight MatMul of `bits` bits with K input features, rounded by `method` (bits_for).
 
-    WIDE_BLOCK_SIZE for 8-bit weights and for importance-weighted 4-bit ones, when K is a whole number of those
-    blocks; BLOCK_SIZE otherwise (the GPTQ head, and unweighted 4-bit codes).
+    WIDE_BLOCK_SIZE for 8-bit weights when K is a whole number of those blocks; BLOCK_SIZE otherwise (every 4-bit
+    weight: blocks of 64 cost the importance-weighted layers +3 to +9 points of perplexity, docs/int4-quality.md).
     """
-    wide = bits == 8 or method == "weighted"
-    return WIDE_BLOCK_SIZE if wide and k % WIDE_BLOCK_SIZE == 0 else BLOCK_SIZE
+    return WIDE_BLOCK_SIZE if bits == 8 and k % WIDE_BLOCK_SIZE == 0 else BLOCK_SIZE
 
 
 def lm_head(proto: Any) -> str:

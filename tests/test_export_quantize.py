@@ -28,8 +28,8 @@ def test_quantized_export_leaves_no_float_weight_matmul(request, export_fixture,
     assert bits_of.pop(f"lm_head_Q{bits}") == bits  # the tied head is quantized too (int4: rounded by GPTQ)
     assert set(bits_of.values()) == {bits}  # int4: q|k|v too, now that its codes are importance-weighted
     blocks = {n.name: a.i for n in nbits for a in n.attribute if a.name == "block_size"}
-    # 64 for every layer weight (int4: importance-weighted), 32 for the 4-bit head (rounded by GPTQ)
-    assert blocks == {name: 32 if name == "lm_head_Q4" else 64 for name in blocks}
+    # int8 in blocks of 64; int4 in blocks of 32, the layers (importance-weighted) as the head (rounded by GPTQ)
+    assert blocks == {name: 32 if bits == 4 else 64 for name in blocks}
     assert {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"} == {4}
     tables = [n for n in graph.graph.node if n.op_type in ("Gather", "GatherBlockQuantized")]
     assert [(n.op_type, n.input[0]) for n in tables] == [("GatherBlockQuantized", "embed_tokens.weight_Q8")]
@@ -48,8 +48,8 @@ def test_manifest_lists_the_quantized_nodes(request, export_fixture, scheme, bit
         q["algorithm"] == {"int8": "rtn 8-bit", "int4": "importance-weighted searched 4-bit, GPTQ 4-bit head"}[scheme]
     )
     assert q["bits_by_node"] == {name: bits for name in q["nodes"]}
-    # blocks of 64 but for the 4-bit head (GPTQ, blocks of 32)
-    assert q["block_size_by_node"] == {n: 32 if (scheme, n) == ("int4", "lm_head") else 64 for n in q["nodes"]}
+    # int8 in blocks of 64, int4 in blocks of 32
+    assert q["block_size_by_node"] == {n: 32 if scheme == "int4" else 64 for n in q["nodes"]}
     calibration = {
         "source": "text sampled from the fp32 model",
         "seed": 0,

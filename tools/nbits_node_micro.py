@@ -141,6 +141,23 @@ CASES = {
         "b32 + minimums split (gguf)": lambda: minimums(1536, 576, "split"),
         "b32 + minimums reduce": lambda: minimums(1536, 576, "reduce"),
     },
+    # int4's layer weights: blocks of 64 (the scheme) against blocks of 32 (docs/int4-quality.md)
+    "blocks_qkv": {
+        "4-bit b64 zp": lambda: plain(576, 960, 4, 64, True),
+        "4-bit b32 zp": lambda: plain(576, 960, 4, 32, True),
+    },
+    "blocks_o": {
+        "4-bit b64 zp": lambda: plain(576, 576, 4, 64, True),
+        "4-bit b32 zp": lambda: plain(576, 576, 4, 32, True),
+    },
+    "blocks_gate_up": {
+        "4-bit b64 zp": lambda: plain(576, 3072, 4, 64, True),
+        "4-bit b32 zp": lambda: plain(576, 3072, 4, 32, True),
+    },
+    "blocks_down": {
+        "4-bit b64 zp": lambda: plain(1536, 576, 4, 64, True),
+        "4-bit b32 zp": lambda: plain(1536, 576, 4, 32, True),
+    },
     "minimum_forms": {
         "down: split, MatMul, Add (gguf)": lambda: minimums(1536, 576, "split"),
         "down: split, Gemm (2-D)": lambda: minimums(1536, 576, "gemm2d"),
@@ -159,7 +176,7 @@ def main():
     for group, cases in CASES.items():
         if ONLY and group not in ONLY:
             continue
-        k = 1536 if group in ("down", "minimum_forms") else 576
+        k = 1536 if group in ("down", "minimum_forms", "blocks_down") else 576
         sessions = {name: make() for name, make in cases.items()}
         x3 = rng.random((1, 1, k), dtype=np.float32)
         times = {name: [] for name in sessions}
