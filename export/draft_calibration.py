@@ -74,11 +74,9 @@ def _run(
     tensors: list[str],
     whole: set[str],
     rng: np.random.Generator | None,
-    means: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Step through `text` (rows, length), one token per row at a time, sampling position t + 1 when `rng` is given
-    (as calibrate._run_text); the Gram matrix (or its diagonal) of each of `tensors` over every position, and into
-    `means` when given, each tensor's mean (K,) over every position (grid_int4.py's bias correction)."""
+    (as calibrate._run_text); the Gram matrix (or its diagonal) of each of `tensors` over every position."""
     graph, kv = decoder.graph, decoder.kv_cache
     rows, length = text.shape
     binding = session.io_binding()
@@ -107,8 +105,6 @@ def _run(
         for name, value in zip(tensors, seen):
             x = value.numpy()
             x = x.reshape(-1, x.shape[-1])  # (rows, K): this step's input of the node
-            if means is not None:
-                means[name] = means.get(name, 0.0) + x.sum(axis=0, dtype=np.float64)
             if name in whole:  # kept for FOLD_EVERY steps: one (positions, K) product is faster than many
                 pending[name].append(x.copy())  # subtle: a view of a buffer the binding reuses at the next step
             else:  # the diagonal, folded at once: nothing but (K,) sums crosses the steps
@@ -122,6 +118,4 @@ def _run(
             scores = logits.astype(np.float64)  # (rows, vocab)
             p = np.exp(scores - scores.max(axis=1, keepdims=True))
             text[:, t + 1] = [rng.choice(p.shape[1], p=row / row.sum()) for row in p]
-    if means is not None:
-        means.update({name: total / (rows * length) for name, total in means.items()})
     return {name: total / (rows * length) for name, total in sums.items()}

@@ -12,7 +12,7 @@ row's length (`seqlens_k`). Three kinds of run:
   graph's `all_positions` value of `last_index`); `truncate` then drops the rejected ones: positions past a slot's
   length are never read and the next write replaces them.
 
-A decode step runs at least `min_rows` rows: onnxruntime's 4-bit MatMulNBits in blocks of 64 computes a single
+A decode step runs at least `min_rows` rows: onnxruntime's 4-bit MatMulNBits (blocks of 32 or 64) computes a single
 row by another kernel than two or more, with results that differ in the last bits (two or more rows agree at
 every count), so for such a graph (`min_rows_of` finds out) a lone row runs beside a scratch row, and an answer
 never depends on how many other rows shared its steps. Released slots hand their pages back to the system

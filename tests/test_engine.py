@@ -108,7 +108,7 @@ def test_a_burst_of_prompts_prefilled_together_gets_the_answers_each_gets_alone(
 
 def test_lone_positions_run_beside_a_scratch_row_where_the_model_needs_two(tiny_llama_export):
     lm = mr.load(tiny_llama_export)
-    lm.session._min_rows = 2  # as int4 in blocks of 64: no step or chunk of one position runs alone
+    lm.session._min_rows = 2  # as int4: no step or chunk of one position runs alone
     lm.session.prefill_chunk = 4
     jobs = [([5, 6, 7, 8, 9], dict(max_new_tokens=7)), ([30], dict(max_new_tokens=5)), (PROMPTS[1], OPTIONS[1])]
     with Engine(lm, slots=3) as engine:
