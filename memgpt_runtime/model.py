@@ -29,15 +29,19 @@ from .stream import TextStream
 from .tokenizer import Tokenizer, pad
 
 
-def load(folder: str | Path, threads: int | None = None) -> LanguageModel:
-    """Load an exported folder: read its manifest, open its tokenizer and its ONNX Runtime session."""
+def load(folder: str | Path, threads: int | None = None, batch_invariant: bool = False) -> LanguageModel:
+    """Load an exported folder: read its manifest, open its tokenizer and its ONNX Runtime session.
+
+    `batch_invariant=True`: every answer is the same bits whatever ran beside it in a batch (the engine, the server),
+    at a cost for models whose kernels compute a lone row differently (int4: a scratch row beside it, docs/engine.md).
+    """
     threads = check_threads(threads) if threads is not None else default_threads()
     if not isinstance(folder, (str, os.PathLike)):
         raise UsageError(f"load() takes the path of an exported folder, got {type(folder).__name__}")
     folder = Path(folder)
     manifest = read_manifest(folder)
     tokenizer = Tokenizer(folder / manifest.tokenizer_file, manifest.tokens, manifest.chat_template)
-    session = DecoderSession.from_manifest(folder, manifest, threads)
+    session = DecoderSession.from_manifest(folder, manifest, threads, batch_invariant)
     encoder = EncoderSession.from_manifest(folder, manifest, threads) if manifest.encoder else None
     return LanguageModel(folder, manifest, tokenizer, session, encoder)
 

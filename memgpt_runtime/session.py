@@ -65,8 +65,10 @@ class DecoderSession:
         vocab_size: int,
         context_length: int,
         threads: int | None = None,
+        batch_invariant: bool = False,
     ):
         self.graph, self.kv_cache = graph, kv_cache
+        self.batch_invariant = batch_invariant
         self.vocab_size, self.context_length = vocab_size, context_length
         if kv_cache.layout not in CACHES:
             raise ModelFolderError(f"unknown KV cache layout {kv_cache.layout!r}; {REEXPORT_HINT}")
@@ -76,7 +78,9 @@ class DecoderSession:
         self._check_io()
 
     @classmethod
-    def from_manifest(cls, folder: str | Path, manifest: Manifest, threads: int | None = None) -> DecoderSession:
+    def from_manifest(
+        cls, folder: str | Path, manifest: Manifest, threads: int | None = None, batch_invariant: bool = False
+    ) -> DecoderSession:
         return cls(
             Path(folder) / manifest.model_file,
             manifest.graph,
@@ -84,6 +88,7 @@ class DecoderSession:
             manifest.vocab_size,
             manifest.context_length,
             threads,
+            batch_invariant,
         )
 
     def _check_io(self) -> None:
@@ -170,9 +175,10 @@ class DecoderSession:
 
     @property
     def min_rows(self) -> int:
-        """The fewest rows a decode step of a "shared" graph runs so that no answer depends on the batch (slots.py)."""
+        """The fewest rows a decode step of a "shared" graph runs: 1, or with `batch_invariant` as many as it takes
+        for no answer to depend on the batch (slots.py)."""
         if self._min_rows is None:
-            self._min_rows = min_rows_of(self)
+            self._min_rows = min_rows_of(self) if self.batch_invariant else 1
         return self._min_rows
 
 

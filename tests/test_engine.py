@@ -268,7 +268,7 @@ def test_closing_the_engine_ends_unfinished_requests(tiny_llama_export):
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", ["smollm2_int8_export", "smollm2_int4_export"])
 def test_the_default_model_answers_alike_in_the_engine_and_alone(request, folder):
-    lm = mr.load(request.getfixturevalue(folder))
+    lm = mr.load(request.getfixturevalue(folder), batch_invariant=True)
     chats = [
         "Name three rivers.",
         "What is 2 + 2?",
@@ -285,6 +285,13 @@ def test_the_default_model_answers_alike_in_the_engine_and_alone(request, folder
         results = submit_in_random_order(engine, jobs, seed=11)
     for (prompt, options), result in zip(jobs, results):
         assert_same(result, alone(lm, prompt, options))
+
+
+@pytest.mark.slow
+def test_a_lone_int4_row_runs_alone_unless_batch_invariance_is_asked_for(smollm2_int4_export, tiny_llama_export):
+    assert mr.load(smollm2_int4_export).session.min_rows == 1  # the fast kernel for one row: answers may differ
+    assert mr.load(smollm2_int4_export, batch_invariant=True).session.min_rows == 2  # its lone row differs
+    assert mr.load(tiny_llama_export, batch_invariant=True).session.min_rows == 1  # fp32: the same bits at any count
 
 
 # -- the scheduling policy alone ---------------------------------------------------------------------------------

@@ -51,7 +51,9 @@ class ServerState:
         max_queue: int,
         threads: int | None,
         max_body_bytes: int,
+        batch_invariant: bool = False,
     ):
+        self.batch_invariant = batch_invariant
         self.folder, self.model_name = folder, model_name
         self._key_digests = [hashlib.sha256(k.encode()).digest() for k in api_keys]
         self.max_batch, self.max_queue, self.threads, self.max_body_bytes = (
@@ -72,7 +74,7 @@ class ServerState:
         from ..model import load
 
         try:
-            lm = load(self.folder, threads=self.threads)
+            lm = load(self.folder, threads=self.threads, batch_invariant=self.batch_invariant)
             self.engine = Engine(lm, slots=self.max_batch, max_queue=self.max_queue)
             self.lm = lm
             log.info("model %s loaded: serving as %r", self.folder, self.model_name)

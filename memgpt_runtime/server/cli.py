@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=thread_count, help=f"onnxruntime threads, 1 to {os.cpu_count()}")
     parser.add_argument(
+        "--batch-invariant",
+        action="store_true",
+        help="answers bit-identical whatever else runs beside them; int4 pays for it on lone requests (docs/engine.md)",
+    )
+    parser.add_argument(
         "--max-body-bytes", type=positive_int, default=1 << 20, help="largest request body (default 1 MiB)"
     )
     parser.add_argument(
@@ -112,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         args.max_queue,
         args.threads,
         args.max_body_bytes,
+        args.batch_invariant,
     )
     config = uvicorn.Config(
         create_app(state),
@@ -152,6 +158,7 @@ def _run_on_ray(args: argparse.Namespace, folder: Path, keys: list[str]) -> int:
         "max_queue": args.max_queue,
         "threads": threads,
         "max_body_bytes": args.max_body_bytes,
+        "batch_invariant": args.batch_invariant,
     }
     return serve_forever(
         settings,
