@@ -305,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return _stopped(130, argv)
     except Terminated:
         print("error: terminated", file=sys.stderr)
-        return 143
+        return _stopped(143, argv)
     except BrokenPipeError:
         # the reader left (`| head`): stop quietly, as Unix tools do, and keep Python's exit flush from failing
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -326,6 +326,21 @@ class Terminated(BaseException):
 
 def _terminate(signum, frame):
     raise Terminated
+
+
+def _stopped(code: int, argv: list[str] | None) -> int:
+    """The exit code of a run stopped by Ctrl-C or SIGTERM, its cleanup done. As the program (no `argv`) with torch
+    imported (an export), leave at once, without Python's teardown: the signal can land while torch is being
+    imported, and tearing down its half-made state crashed the interpreter (SIGSEGV, exit -11 for 143; once in CI,
+    tests/test_export_reliability.py). Other runs keep the teardown (atexit handlers: Ray's shutdown, for one)."""
+    if argv is not None or "torch" not in sys.modules:
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader gone or a stream closed: nothing left to deliver
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
