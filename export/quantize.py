@@ -115,8 +115,8 @@ def algorithm_note(plan: dict[str, tuple[int, str]], head: str) -> str:
     return ", ".join(parts)
 
 
-def block_size_for(bits: int, k: int, method: str) -> int:
-    """Block size along K for one weight MatMul of `bits` bits with K input features, rounded by `method` (bits_for).
+def block_size_for(bits: int, k: int) -> int:
+    """Block size along K for one weight MatMul of `bits` bits with K input features, however it is rounded.
 
     WIDE_BLOCK_SIZE for 8-bit weights when K is a whole number of those blocks; BLOCK_SIZE otherwise (every 4-bit
     weight: blocks of 64 cost the importance-weighted layers +3 to +9 points of perplexity, docs/int4-quality.md).
@@ -155,7 +155,7 @@ def replace_with_matmul_nbits(
             return None
         bits, method = plan[node.name]
         weight = numpy_helper.to_array(inits[node.input[1]])  # (K, N)
-        block = blocks[node.name] = block_size_for(bits, weight.shape[0], method)
+        block = blocks[node.name] = block_size_for(bits, weight.shape[0])
         w = np.ascontiguousarray(weight.T)  # (N, K)
         if method == "gptq" and w.shape[1] % block == 0:
             q = gptq(w, grams[node.name], bits, block)

@@ -55,7 +55,7 @@ class QuantizedPrecision:
         else:
             bits, method = self.plan[name] = bits_for(name, HEAD, self.scheme, self.calibrated(name))
         n, k = weight.shape
-        block = self.blocks[name] = block_size_for(bits, k, method)
+        block = self.blocks[name] = block_size_for(bits, k)
         q = self.quantize(weight, bits, block, method, name)
         prefix = f"{name}.weight_t_Q{bits}"
         g.constant(prefix, q.packed)

@@ -78,19 +78,17 @@ def test_bits_for_each_weight_matmul(node, scheme, calibrated, expected):
 
 
 @pytest.mark.parametrize(
-    "bits, k, method, expected",
+    "bits, k, expected",
     [
-        (8, 576, "rtn", 64),
-        (8, 96, "rtn", 32),  # K must be a whole number of blocks
-        (4, 576, "weighted", 32),  # every 4-bit weight in the GGUF files' blocks: 64 cost +3-9% perplexity
-        (4, 1536, "weighted", 32),
-        (4, 96, "weighted", 32),
-        (4, 576, "gptq", 32),  # the head: blocks of 64 cost it +2% perplexity
-        (4, 576, "searched", 32),  # unweighted codes keep the smaller blocks
+        (8, 576, 64),
+        (8, 96, 32),  # K must be a whole number of blocks
+        (4, 576, 32),  # every 4-bit weight (weighted, GPTQ head, searched) in the GGUF files' blocks: 64 cost more
+        (4, 1536, 32),
+        (4, 96, 32),
     ],
 )
-def test_block_size_for_each_weight_matmul(bits, k, method, expected):
-    assert block_size_for(bits, k, method) == expected
+def test_block_size_for_each_weight_matmul(bits, k, expected):
+    assert block_size_for(bits, k) == expected
 
 
 def _fp32_graph(folder):

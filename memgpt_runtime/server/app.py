@@ -53,8 +53,7 @@ class ServerState:
         max_body_bytes: int,
         batch_invariant: bool = False,
     ):
-        self.batch_invariant = batch_invariant
-        self.folder, self.model_name = folder, model_name
+        self.folder, self.model_name, self.batch_invariant = folder, model_name, batch_invariant
         self._key_digests = [hashlib.sha256(k.encode()).digest() for k in api_keys]
         self.max_batch, self.max_queue, self.threads, self.max_body_bytes = (
             max_batch,
