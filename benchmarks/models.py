@@ -171,6 +171,21 @@ def build_genai(hf: Path, folder: Path, precision: str, log: Path) -> Path:
     return folder
 
 
+def requantize_gguf(source: Path, target: Path, kind: str, log: Path) -> Path:
+    """`source` requantized by llama.cpp to `kind` ("q4_0") at `target`, once."""
+    if target.is_file():
+        return target
+    staging = target.with_name(target.name + ".partial")
+    command = [sys.executable, "-m", "benchmarks.llamacpp_quantize", str(source), str(staging), kind]
+    with open(log, "a") as out:
+        done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0 or not staging.is_file():
+        staging.unlink(missing_ok=True)
+        raise BuildError(f"llama.cpp could not requantize {source.name} to {kind} (exit {done.returncode}); see {log}")
+    staging.rename(target)
+    return target
+
+
 def default_gguf() -> Path | None:
     """The GGUF file of the default model, or None when its package is not installed."""
     from export.sources import default_source

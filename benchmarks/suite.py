@@ -200,10 +200,16 @@ def _artifact(engine: EngineSpec, settings: dict, cache: Path, log_dir: Path) ->
     apply to this model, BuildError when its folder cannot be built."""
     model = settings["model"]
     if engine.adapter == "llamacpp_engine":
-        gguf = models.default_gguf() if model == "default" else None
-        if gguf is None:
+        shipped = models.default_gguf() if model == "default" else None
+        if shipped is None:
             raise Skipped(
                 "no GGUF file for this model" if model != "default" else "the default model's GGUF is not installed"
+            )
+        gguf = shipped  # Q4_1; other formats are llama.cpp's requantizations of it
+        if engine.precision != "q4_1":
+            name, log = f"llamacpp-{engine.precision}.gguf", log_dir / "llamacpp-quantize.log"
+            gguf = build_folder(
+                cache, name, lambda: models.requantize_gguf(shipped, cache / name, engine.precision, log)
             )
         return {"gguf": str(gguf), "model_path": str(gguf)}
     if engine.adapter == "torch_engine":

@@ -1,8 +1,8 @@
 """Spec: the benchmark suite's quick mode writes sane JSON, tables and plots; failures and skips are reported.
 
 The smoke run builds its own tiny models in a temporary cache (no network) and runs PyTorch and memgpt
-(fp32, int8) plus llama.cpp, which has no GGUF file for the tiny model and must be reported as skipped; then the
-encoder-decoder part on the tiny Marian, where only PyTorch and memgpt take part.
+(fp32, int8) plus llama.cpp in both its formats, which has no GGUF file for the tiny model and must be reported
+as skipped; then the encoder-decoder part on the tiny Marian, where only PyTorch and memgpt take part.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def test_quick_json_has_sane_figures(quick_run):
     _, out = quick_run
     result = json.loads((out / "results.json").read_text())
     engines = result["engines"]
-    assert list(engines) == ["pytorch fp32", "memgpt fp32", "memgpt int8", "llama.cpp q4_1"]
-    assert engines["llama.cpp q4_1"]["status"] == "skipped"
+    assert list(engines) == ["pytorch fp32", "memgpt fp32", "memgpt int8", "llama.cpp q4_1", "llama.cpp q4_0"]
+    assert engines["llama.cpp q4_1"]["status"] == engines["llama.cpp q4_0"]["status"] == "skipped"
     settings = result["settings"]
     for name in ("pytorch fp32", "memgpt fp32", "memgpt int8"):
         e = engines[name]
@@ -94,9 +94,10 @@ def test_quick_markdown_has_ratio_tables(quick_run):
     base = next(line for line in speed.splitlines() if line.startswith("| pytorch fp32 |"))
     assert base.count("(1.00x)") == 6  # the baseline against itself: five workloads and the step latency
     # without llama-cpp-python (as in `make test`) it is "not installed"; with it, the tiny model has no GGUF
-    assert ("- llama.cpp q4_1: skipped (no GGUF file for this model)" in text) != (
-        "- llama.cpp q4_1: skipped (not installed (pip install llama-cpp-python))" in text
-    )
+    for name in ("llama.cpp q4_1", "llama.cpp q4_0"):
+        assert (f"- {name}: skipped (no GGUF file for this model)" in text) != (
+            f"- {name}: skipped (not installed (pip install llama-cpp-python))" in text
+        )
     decoder_only, seq2seq = text.split("## Encoder-decoder (tiny random Marian, --quick)")
     for part in (decoder_only, seq2seq):
         rows = [line for line in part.splitlines() if line.startswith("| memgpt int8 |")]

@@ -158,6 +158,20 @@ CASES = {
         "4-bit b64 zp": lambda: plain(1536, 576, 4, 64, True),
         "4-bit b32 zp": lambda: plain(1536, 576, 4, 32, True),
     },
+    # the zero-point input's cost, each layer shape and the head (docs/quantization.md, "Zero points")
+    **{
+        f"zero_points_{name}": {
+            "4-bit b32 zp": (lambda k=k, n=n: plain(k, n, 4, 32, True)),
+            "4-bit b32 no zp": (lambda k=k, n=n: plain(k, n, 4, 32, False)),
+        }
+        for name, (k, n) in {
+            "qkv": (576, 960),
+            "o": (576, 576),
+            "gate_up": (576, 3072),
+            "down": (1536, 576),
+            "head": (576, 49152),
+        }.items()
+    },
     "minimum_forms": {
         "down: split, MatMul, Add (gguf)": lambda: minimums(1536, 576, "split"),
         "down: split, Gemm (2-D)": lambda: minimums(1536, 576, "gemm2d"),
@@ -174,9 +188,9 @@ def feed(s, x3):
 
 def main():
     for group, cases in CASES.items():
-        if ONLY and group not in ONLY:
+        if ONLY and not any(group == g or group.startswith(g + "_") for g in ONLY):
             continue
-        k = 1536 if group in ("down", "minimum_forms", "blocks_down") else 576
+        k = 1536 if group in ("down", "minimum_forms", "blocks_down", "zero_points_down") else 576
         sessions = {name: make() for name, make in cases.items()}
         x3 = rng.random((1, 1, k), dtype=np.float32)
         times = {name: [] for name in sessions}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 class EngineSpec:
     name: str  # as shown in tables: "memgpt int8"
     adapter: str  # module under benchmarks.engines
-    precision: str  # "fp32" | "int8" | "int4" | "q4_1"
+    precision: str  # "fp32" | "int8" | "int4" | "q4_1" (the default model's GGUF file) | "q4_0" (its requantization)
     needs: tuple[str, ...]  # importable modules the adapter needs
 
 
@@ -33,6 +33,7 @@ ENGINES = [
     EngineSpec("genai int8", "genai_engine", "int8", ("onnxruntime_genai",)),
     EngineSpec("genai int4", "genai_engine", "int4", ("onnxruntime_genai",)),
     EngineSpec("llama.cpp q4_1", "llamacpp_engine", "q4_1", ("llama_cpp",)),
+    EngineSpec("llama.cpp q4_0", "llamacpp_engine", "q4_0", ("llama_cpp",)),
 ]
 BASELINE = "pytorch fp32"
 

@@ -1,4 +1,5 @@
-"""llama.cpp through llama-cpp-python, on the GGUF file itself (Q4_1 weights), token ids in and out.
+"""llama.cpp through llama-cpp-python, token ids in and out, on a GGUF file: the default model's own (Q4_1
+weights) or llama.cpp's Q4_0 requantization of it (`benchmarks/llamacpp_quantize.py`), its fastest format here.
 
 Greedy decoding is a loop over `Llama.eval` with an argmax over the last position's logits (read with the
 low-level `llama_get_logits`, as `Llama.scores` is only filled with logits_all=True) and end of sequence banned; llama-cpp-python has no beam search and no batched generation, so (c) and (d) are n/a.
