@@ -1,7 +1,7 @@
 """Replay prompt-lookup pacing policies over the answers of a `benchmarks.lookup` run under a cost model, without
 running the model: decode speed with lookup over plain decoding, in plain steps.
 
-    .venv/bin/python tools/lookup_pacing_sim.py RUN.json FOLDER [--row 0.35] [--check 0.05] [--free 2]
+    .venv/bin/python tools/lookup_pacing_sim.py RUN.json FOLDER [--row 0.35] [--check 0.05] [--int4-free 1]
 
 Each round drafts from the sequence so far (`lookup.draft`, K = 10, n-grams of 2), the policy picks how many
 drafted tokens to check, and the recorded answer says how many the model keeps; a check of n positions costs
@@ -92,6 +92,12 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="an export of the default model (its tokenizer)")
     parser.add_argument("--row", type=float, default=0.35, help="steps one more position costs")
     parser.add_argument("--check", type=float, default=0.05, help="steps a check costs beyond its positions")
+    parser.add_argument(
+        "--int4-free",
+        type=int,
+        default=1,
+        help="rows an int4 step runs anyway: 2 for a run loaded with batch_invariant=True (a scratch row), else 1",
+    )
     args = parser.parse_args()
     manifest = read_manifest(args.folder)
     tokenizer = Tokenizer(args.folder / manifest.tokenizer_file, manifest.tokens, manifest.chat_template)
@@ -100,7 +106,7 @@ def main() -> None:
     print(f"cost of a check of n positions: 1 + {args.check} + {args.row} * (n - free) steps")
     print("| engine | prompt | before bcb685f | lookup.Pacing | d = 1 | d = 3 | d = 10 |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for engine, free in (("memgpt int4 lookup", 2), ("memgpt int8 lookup", 1)):
+    for engine, free in (("memgpt int4 lookup", args.int4_free), ("memgpt int8 lookup", 1)):
         for name, rounds in runs.get(engine, {}).items():
             prompt = tokenizer.apply_chat_template(
                 [{"role": "user", "content": table[name][1]}], add_generation_prompt=True
