@@ -86,7 +86,7 @@ def _decoder_only(result: dict) -> list[str]:
         f"{result['threads']} threads for every engine; {s['repeats']} timed repeats after {s['warmup']} warm-up; "
         f"median, and in brackets min–max. Ratios are speed-ups against {result['baseline']} in the same run "
         "(above 1 = faster). Model load and tokenization are not timed.",
-        f"Machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs. "
+        f"Machine: {_machine(result['machine'])}. "
         f"Suite time: {result['run_seconds']:.0f}s (plus {result['build_seconds']:.0f}s building or loading cached models).",
         "",
         "## Speed (median, speed-up vs PyTorch)",
@@ -142,12 +142,18 @@ def _decoder_only(result: dict) -> list[str]:
     return out
 
 
+def _machine(machine: dict) -> str:
+    """ "PLATFORM, N CPUs (MODEL; FLAGS)": the CPU part only in results that recorded it."""
+    cpu = f" ({machine['cpu']})" if machine.get("cpu") else ""
+    return f"{machine['platform']}, {machine['cpus']} CPUs{cpu}"
+
+
 def _seq2seq_title(result: dict) -> list[str]:
     machine = result["machine"]
     return [
         "# Benchmark results: encoder-decoder part only",
         "",
-        f"{result['threads']} threads for every engine. Machine: {machine['platform']}, {machine['cpus']} CPUs.",
+        f"{result['threads']} threads for every engine. Machine: {_machine(machine)}.",
     ]
 
 

@@ -140,9 +140,29 @@ def header(threads: int) -> dict:
             "platform": platform.platform(),
             "processor": platform.processor(),
             "cpus": os.cpu_count(),
+            "cpu": cpu_summary(),
             "python": platform.python_version(),
         },
     }
+
+
+# the instruction sets onnxruntime's int8 and 4-bit kernels choose between: two hosts that differ here differ in
+# every quantized engine's speed (benchmarks/RESULTS.md)
+INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_summary(cpuinfo: str | None = None) -> str:
+    """ "MODEL NAME; avx2, avx512_vnni" from /proc/cpuinfo: the CPU and which of INT8_FEATURES it has ("" if unknown)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return ""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines()[:40] if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    present = [name for name in INT8_FEATURES if name in flags]
+    return f"{fields.get('model name', 'unknown CPU')}; {', '.join(present) or 'none of ' + '/'.join(INT8_FEATURES)}"
 
 
 def _hf(cache: Path, settings: dict) -> Path:
