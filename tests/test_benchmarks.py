@@ -239,4 +239,6 @@ def test_engine_selection_always_includes_the_baseline():
     from benchmarks.cli import select_engines
 
     assert [e.name for e in select_engines("memgpt int4")] == ["pytorch fp32", "memgpt int4"]
-    assert len(select_engines(None)) == 9
+    everything = [e.name for e in select_engines(None)]
+    assert everything[0] == "pytorch fp32" and len(everything) == 10
+    assert everything[-2:] == ["llama.cpp q4_1", "llama.cpp q4_0"]  # llama.cpp in its own file and its fastest format
