@@ -6,12 +6,10 @@ sums, minimums, C = codes)` (a fused graph of 2-D rows) or `... -> Split -> MatM
 export/gguf_quantize.py writes them. `nomin` removes the minimum nodes and drops the block-sum columns: wrong
 numbers, the bound of what any form of the minimum term can save. (The other forms measured, `reduce` and
 `rows2d`, are in docs/gguf.md; `rows2d` is what the export now writes.)
-The folder's manifest (with the new file sizes) and tokenizer are copied; the rest of the manifest still
+The rest of the folder is copied, its manifest with the new file sizes; the rest of the manifest still
 describes the source graph.
 """
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from onnx import helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from export.gguf_quantize import MINIMUMS_SUFFIX
-from memgpt_runtime.integrity import record_files
+from tools.variant_folder import write_variant
 
 
 def groups(graph):
@@ -74,12 +72,6 @@ def without_minimums(proto):
     kept_nodes = [node for node in graph.node if node.name not in remove]
     graph.ClearField("node")
     graph.node.extend(kept_nodes)
-    used = {i for n in graph.node for i in n.input}
-    for sub in (a.g for n in graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH):
-        used |= {i for n in sub.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    graph.ClearField("initializer")
-    graph.initializer.extend(kept)
 
 
 def main():
@@ -88,12 +80,7 @@ def main():
         raise SystemExit(f"unknown variant {variant}; the one left is nomin")
     proto = onnx.load(str(src / "model.onnx"))
     without_minimums(proto)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(src / "tokenizer.json", out / "tokenizer.json")
-    onnx.save_model(proto, str(out / "model.onnx"))
-    manifest = json.loads((src / "manifest.json").read_text())
-    manifest["files"] = record_files(out)  # the load checks the sizes
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_variant(proto, src, out)  # the initializers the removed nodes read go with them
     print(f"{variant}: wrote {out}")
 
 

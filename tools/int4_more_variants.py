@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import pydoc
-import shutil
 import sys
 from pathlib import Path
 
@@ -34,8 +32,8 @@ from export import blockwise  # noqa: E402
 from export.draft_calibration import _run, _session_with_inputs  # noqa: E402
 from export.gptq import gptq  # noqa: E402
 from export.graph_spec import DecoderGraph  # noqa: E402
-from memgpt_runtime.integrity import record_files  # noqa: E402
 from memgpt_runtime.manifest import read_manifest  # noqa: E402
+from tools.variant_folder import write_variant  # noqa: E402
 
 MODULES = ("json", "collections", "argparse", "pathlib", "itertools", "functools", "subprocess", "datetime", "re")
 MODULES += ("logging", "shutil", "random")
@@ -72,8 +70,7 @@ def statistics(fp32: Path, tensors: list[str], text: Path, work: Path) -> dict[s
     manifest = read_manifest(fp32, check_files=False)
     session = _session_with_inputs(link / "model.onnx", tensors)
     decoder = DecoderGraph(manifest.graph, manifest.kv_cache, manifest.vocab_size)
-    grams = _run(session, decoder, np.load(text), tensors, {HEAD_INPUT}, None)
-    stats = {name: np.diag(g).copy() if g.ndim == 2 and name != HEAD_INPUT else g for name, g in grams.items()}
+    stats = _run(session, decoder, np.load(text), tensors, {HEAD_INPUT}, None)  # diagonals but the head input's
     np.savez(cache, **stats)
     return stats
 
@@ -105,12 +102,9 @@ def variant(fp32: Path, base: Path, stats: dict[str, np.ndarray], out: Path, opt
     import onnx
     from onnx import numpy_helper
 
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(base, out)
     proto = onnx.load(str(base / "model.onnx"))
     floats = {t.name: t for t in onnx.load(str(fp32 / "model.onnx")).graph.initializer}
     inits = {t.name: t for t in proto.graph.initializer}
-    dropped = set()
     for node in proto.graph.node:
         if node.op_type != "MatMulNBits":
             continue
@@ -133,18 +127,11 @@ def variant(fp32: Path, base: Path, stats: dict[str, np.ndarray], out: Path, opt
                 continue
             inits[name].CopyFrom(numpy_helper.from_array(array, name))
         if how == "symmetric" and len(node.input) > 3:
-            dropped.add(node.input[3])
             del node.input[3:]
         for attribute in node.attribute:
             if attribute.name == "block_size":
                 attribute.i = BLOCK
-    kept = [t for t in proto.graph.initializer if t.name not in dropped]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
-    onnx.save(proto, str(out / "model.onnx"))
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["files"] = record_files(out)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_variant(proto, base, out)
     print(f"{out}: {options}", flush=True)
 
 

@@ -14,8 +14,6 @@ rounded per output channel, symmetric, to `--bits` bits: 7 keeps the AVX2 u8 x s
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from export import blockwise  # noqa: E402
-from memgpt_runtime.integrity import record_files  # noqa: E402
 from memgpt_runtime.session import make_session_options  # noqa: E402
+from tools.variant_folder import write_variant  # noqa: E402
 
 
 def per_channel(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,11 +94,9 @@ def folder(source: Path, out: Path, bits: int) -> None:
     import onnx
     from onnx import helper, numpy_helper
 
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(source, out)
     proto = onnx.load(str(source / "model.onnx"))
     inits = {t.name: t for t in proto.graph.initializer}
-    nodes, dropped = [], set()
+    nodes = []
     for node in proto.graph.node:
         if node.op_type != "MatMulNBits":
             nodes.append(node)
@@ -120,7 +116,6 @@ def folder(source: Path, out: Path, bits: int) -> None:
         proto.graph.initializer.extend(
             [numpy_helper.from_array(codes, name), numpy_helper.from_array(scale, f"{name}_scale")]
         )
-        dropped.update(i for i in node.input[1:] if i)
         nodes.append(
             helper.make_node(
                 "DynamicQuantizeMatMul",
@@ -132,13 +127,7 @@ def folder(source: Path, out: Path, bits: int) -> None:
         )
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
-    kept = [t for t in proto.graph.initializer if t.name not in dropped]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
-    onnx.save(proto, str(out / "model.onnx"))
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["files"] = record_files(out)
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_variant(proto, source, out)
     print(
         f"{out}: {sum(n.op_type == 'DynamicQuantizeMatMul' for n in nodes)} DynamicQuantizeMatMul nodes, {bits}-bit weights"
     )
